@@ -1,0 +1,30 @@
+# Two entry points a new user needs: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/datasets/emotion6
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision pinned to the builds that lie on the CI machine's disk (see DEVELOPERS.md)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/emorec demo --data "$(DATA)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+"""CLI: evaluate sub-commands (placeholder until the owning issue lands)."""
+
+
+def register(sub) -> None:
+    pass
