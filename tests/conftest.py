@@ -1,0 +1,42 @@
+"""Fixtures shared by every test area: the ../shared folder and tiny generated datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with a reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared folder beside the repository)")
+    return path
+
+
+def write_class_images(root: Path, classes: dict[str, int], size: int = 48, seed: int = 0) -> Path:
+    """ImageFolder tree root/<label>/<label>_<i>.jpg with a learnable colour per class."""
+    rng = np.random.default_rng(seed)
+    for c, (label, n) in enumerate(sorted(classes.items())):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.zeros(3)
+        base[c % 3] = 200
+        base[(c + 1) % 3] = 60 * (c // 3)
+        for i in range(n):
+            noise = rng.normal(0, 25, (size, size, 3))
+            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{label}_{i:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """4 classes x 12 images, 48 px: enough for splits, loaders and a few training steps."""
+    return write_class_images(tmp_path / "tiny", {"amusement": 12, "anger": 12, "awe": 12, "fear": 12})
