@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from emorec.config import EvalConfig
-from emorec.evaluation.tta import crop_box, logits_and_tta_probabilities, tta_probabilities, tta_views
+from emorec.evaluation.views import crop_box
+from emorec.evaluation.tta import logits_and_tta_probabilities, tta_probabilities, tta_views
 
 
 class LeftRightModel(torch.nn.Module):

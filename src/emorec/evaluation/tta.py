@@ -1,8 +1,8 @@
 """Test-time augmentation: average the softmax of a model over a few views of each image.
 
 Views are built from the already pre-processed batch (B, C, S, S): the original, its horizontal
-mirror, and `crops` zoomed crops (each keeping `CROP_FRACTION` of the side, at the centre and
-then the four corners, resized back to S). Averaging probabilities rather than logits keeps one
+mirror, and `crops` zoomed crops (see `views.crop_box`: centre, then the four corners, each
+resized back to S). Averaging probabilities rather than logits keeps one
 over-confident view from dominating (the usual choice, e.g. in timm's validation TTA).
 """
 
@@ -12,21 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from emorec.config import EvalConfig
-
-# Same ratio as the eval transform's Resize(size / 0.875) + CenterCrop(size): a crop view zooms
-# in by the amount a centre crop already does, so objects stay a familiar size.
-CROP_FRACTION = 0.875
-
-# Crop anchors as (row, column) fractions of the free margin: centre first, then the corners.
-CROP_ANCHORS = ((0.5, 0.5), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
-
-
-def crop_box(size: int, index: int) -> tuple[int, int, int]:
-    """(top, left, side) of the `index`-th crop view of a square image of side `size`."""
-    side = max(1, round(size * CROP_FRACTION))
-    margin = size - side
-    fy, fx = CROP_ANCHORS[index % len(CROP_ANCHORS)]
-    return round(margin * fy), round(margin * fx), side
+from emorec.evaluation.views import crop_box
 
 
 def tta_views(images: torch.Tensor, hflip: bool = True, crops: int = 0) -> list[torch.Tensor]:
