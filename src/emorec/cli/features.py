@@ -1,5 +1,63 @@
-"""CLI: features sub-commands (placeholder until the owning issue lands)."""
+"""CLI: `emorec features extract`, the frozen-backbone pass behind `emorec train --head-only`."""
+
+from __future__ import annotations
+
+import argparse
 
 
 def register(sub) -> None:
-    pass
+    features = sub.add_parser("features", help="frozen-feature fast path: extract and cache backbone features")
+    fsub = features.add_subparsers(dest="features_command", metavar="SUBCOMMAND")
+    features.set_defaults(func=lambda args: (features.print_help(), 2)[1])
+
+    p = fsub.add_parser(
+        "extract",
+        help="run a frozen backbone once over every split and cache pooled features",
+        description=(
+            "Runs the frozen backbone once over every split of SOURCE (plus K augmented views per "
+            "training image and a mirrored view for all) and stores the features in a "
+            "memory-mapped cache keyed by backbone, weights hash, image size, views, grid and the "
+            "dataset's content; a second identical call is a cache hit. Train on it with "
+            "`emorec train --head-only --set train.features_dir=DIR`."
+        ),
+    )
+    p.add_argument("source", help="dataset folder or CSV manifest (splits made as `emorec train` makes them)")
+    p.add_argument("--backbone", required=True, help="timm model name, e.g. tf_efficientnet_lite0")
+    p.add_argument("--weights", default=None, help="local .pth/.safetensors weights (default: timm's pretrained download)")
+    p.add_argument("--random-init", action="store_true", help="no pretrained weights (tests and smoke runs)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--views", type=int, default=0, help="augmented views per training image (default 0)")
+    p.add_argument("--grid", type=int, default=2, help="also store the last feature map pooled to GxG (0: off)")
+    p.add_argument("--cache-dir", default=".cache/features", help="cache root (default .cache/features)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1, help="image decoding processes")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--config", default=None, help="YAML config: data split and augmentation settings")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from emorec.config import load_config
+    from emorec.features.extract import extract_features
+
+    cfg = load_config(args.config, args.overrides)
+    cache = extract_features(
+        args.source,
+        backbone=args.backbone,
+        weights=args.weights,
+        pretrained=not args.random_init,
+        image_size=args.image_size,
+        augmented_views=args.views,
+        grid=args.grid,
+        cache_dir=args.cache_dir,
+        cfg=cfg,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        dtype=args.dtype,
+    )
+    for split in cache.splits:
+        info = cache.index["splits"][split]
+        print(f"  {split:<6} {info['count']:>7} images  {len(info['views'])} views  {info['skipped']} skipped")
+    print(f"cache: {cache.root}")
+    return 0

@@ -1,0 +1,278 @@
+"""Accuracy on real data: linear probe vs the baseline recipe vs the high-accuracy recipe.
+
+All three configurations read the same frozen tf_efficientnet_lite0 features (one extraction per
+dataset, cached), so the table compares heads and training recipes, not backbones:
+  1. linear probe   sklearn LogisticRegression on standardised pooled features, C tuned on val
+  2. baseline       linear head, plain cross-entropy, no sampler, no attention, centre view only
+  3. recipe         attention + MLP head, focal loss + balanced class weights + label smoothing,
+                    weighted sampler, AdamW + OneCycle, early stopping on val macro-F1, training on
+                    the cached augmented views, TTA (centre + mirror) at test time
+Model and hyper-parameter choices read the validation split only; each test split is scored once
+per configuration. Emotion6 (1,584 images) uses 5 stratified folds (test = one fold, val = 15% of
+the rest); FER-2013 uses its official train/val splits with a 10% test split carved from train by
+`emorec.data.split.stratified_split`, one carve and one training seed per seed.
+
+    python benchmarks/bench_accuracy.py            # both datasets, ~40 min on 2 CPU cores
+    python benchmarks/bench_accuracy.py --quick    # a small subset, a smoke run of the pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RESULTS = REPO / "benchmarks" / "results"
+PROBE_C = (0.01, 0.1, 1.0)
+
+
+def scores(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    return {
+        "top1": float(accuracy_score(targets, preds)),
+        "macro_f1": float(f1_score(targets, preds, average="macro")),
+        "weighted_f1": float(f1_score(targets, preds, average="weighted")),
+    }
+
+
+def per_class_f1(targets: np.ndarray, preds: np.ndarray, k: int) -> list[float]:
+    return [float(x) for x in f1_score(targets, preds, labels=list(range(k)), average=None, zero_division=0)]
+
+
+def load_manifest(root: Path, all_train: bool, limit: int, seed: int):
+    """labels.csv as a Manifest; `all_train` marks every sample train so each gets augmented views."""
+    from emorec.data.manifest import Manifest, Sample, read_manifest
+
+    m = read_manifest(str(root / "labels.csv"))
+    samples = [Sample(s.path, s.label, "train" if all_train else s.split) for s in m.samples]
+    if limit:
+        rng = np.random.default_rng(seed)
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), size=min(limit, len(samples)), replace=False))]
+    return Manifest(samples, m.source)
+
+
+def folds_emotion6(labels: np.ndarray, n_folds: int, seed: int):
+    """(train, val, test) row indices per fold: test = a fold, val = 15% of the rest, stratified."""
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fold, (rest, test) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+        train, val = train_test_split(rest, test_size=0.15, stratify=labels[rest], random_state=seed + fold)
+        yield fold, np.sort(train), np.sort(val), test
+
+
+def splits_fer(cache, seeds: list[int]):
+    """Official val; test carved from official train by emorec's stratified split, per seed."""
+    from emorec.data.manifest import Manifest, Sample
+    from emorec.data.split import stratified_split
+
+    tr = cache.split("train")
+    labels_names = cache.label_names
+    rows = [Sample(p, labels_names[y], None) for p, y in zip(tr.paths, tr.labels)]
+    for seed in seeds:
+        carved = stratified_split(Manifest(rows, "fer2013-train"), val_fraction=0.0, test_fraction=0.1, seed=seed)
+        test_paths = {s.path for s in carved.samples if s.split == "test"}
+        is_test = np.array([p in test_paths for p in tr.paths])
+        yield seed, np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def linear_probe(xtr, ytr, xva, yva, xte, yte, log) -> tuple[dict, dict]:
+    scaler = StandardScaler().fit(xtr)
+    xtr, xva, xte = scaler.transform(xtr), scaler.transform(xva), scaler.transform(xte)
+    best = None
+    for c in PROBE_C:
+        clf = LogisticRegression(C=c, max_iter=300, tol=1e-3).fit(xtr, ytr)
+        f1 = f1_score(yva, clf.predict(xva), average="macro")
+        log(f"    probe C={c:<5} val macro-F1 {f1:.4f}")
+        if best is None or f1 > best[0]:
+            best = (f1, c, clf)
+    preds = best[2].predict(xte)
+    return scores(yte, preds), {"C": best[1], "val_macro_f1": float(best[0]), "per_class_f1": per_class_f1(yte, preds, len(set(ytr)))}
+
+
+def recipe_config(kind: str, seed: int, mixup: bool):
+    from emorec.config import Config
+
+    cfg = Config()
+    cfg.train.seed = seed
+    cfg.train.device = "cpu"
+    if kind == "baseline":
+        cfg.model.attention = False
+        cfg.model.hidden_dims = []
+        cfg.model.dropout = []
+        cfg.loss.name = "ce"
+        cfg.loss.class_weights = "none"
+        cfg.loss.label_smoothing = 0.0
+        cfg.data.weighted_sampling = False
+        cfg.augment.mixup_alpha = 0.0
+        cfg.eval.tta = False
+    elif not mixup:
+        cfg.augment.mixup_alpha = 0.0
+    return cfg
+
+
+def train_and_test(kind, seed, mixup, xtr, ytr, xva, yva, xte, yte, k, log):
+    """Train one head with fit_head (val for early stopping), then score the test split once."""
+    from emorec.features.head_training import fit_head, predict_probs
+    from emorec.models.head import EmotionHead
+
+    cfg = recipe_config(kind, seed, mixup)
+    if kind == "baseline":  # the seed's recipe saw each image as is: the centre view only
+        xtr, xva, xte = xtr[:, :1], xva[:, :1], xte[:, :1]
+    torch.manual_seed(seed)
+    m = cfg.model
+    head = EmotionHead(xtr.shape[2], k, m.attention, m.attention_reduction, m.hidden_dims, m.dropout, m.activation)
+    res = fit_head(head, xtr, ytr, xva, yva, cfg, k)
+    views = xte.shape[1] if cfg.eval.tta else 1
+    preds = predict_probs(head, xte, views).argmax(-1).numpy()
+    yte_np = yte.numpy()
+    out = scores(yte_np, preds)
+    log(
+        f"    {kind:<8} mixup={int(mixup)} epochs {res.epochs_run:3d} (best {res.best_epoch:3d}) "
+        f"val F1 {res.best_metric:.4f}  test F1 {out['macro_f1']:.4f}  {res.seconds:.0f} s"
+    )
+    return out, {"val_macro_f1": res.best_metric, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                 "seconds": round(res.seconds, 1), "per_class_f1": per_class_f1(yte_np, preds, k)}
+
+
+def run_dataset(name, cache, partitions, log) -> dict:
+    """partitions: iterable of (id, train_rows, val_rows_or_None, test_rows) over the cache."""
+    tr = cache.split("train")
+    pooled = torch.from_numpy(np.asarray(tr.pooled, dtype=np.float32))
+    labels = torch.from_numpy(tr.labels).long()
+    official_val = cache.split("val") if "val" in cache.splits else None
+    k = len(cache.label_names)
+    results = {"probe": [], "baseline": [], "recipe": []}
+    details = {"probe": [], "baseline": [], "recipe": []}
+    mixup_choice = None
+    for pid, train_rows, val_rows, test_rows in partitions:
+        log(f"  {name} split {pid}: train {len(train_rows)} val {len(val_rows) if val_rows is not None else len(official_val)} test {len(test_rows)}")
+        xtr, ytr = pooled[train_rows], labels[train_rows]
+        if val_rows is None:
+            xva = torch.from_numpy(np.asarray(official_val.pooled, dtype=np.float32))
+            yva = torch.from_numpy(official_val.labels).long()
+        else:
+            xva, yva = pooled[val_rows][:, :2], labels[val_rows]
+        xte, yte = pooled[test_rows][:, :2], labels[test_rows]  # centre + mirror: the cached TTA views
+        t = time.perf_counter()
+        s, d = linear_probe(xtr[:, 0].numpy(), ytr.numpy(), xva[:, 0].numpy(), yva.numpy(), xte[:, 0].numpy(), yte.numpy(), log)
+        d["seconds"] = round(time.perf_counter() - t, 1)
+        log(f"    probe    C={d['C']} test F1 {s['macro_f1']:.4f}  {d['seconds']:.0f} s")
+        results["probe"].append(s), details["probe"].append(d)
+        s, d = train_and_test("baseline", pid, False, xtr, ytr, xva, yva, xte, yte, k, log)
+        results["baseline"].append(s), details["baseline"].append(d)
+        if mixup_choice is None:
+            # Feature mixup on or off: decided once, on the first split's validation score.
+            runs = {mix: train_and_test("recipe", pid, mix, xtr, ytr, xva, yva, xte, yte, k, log) for mix in (True, False)}
+            mixup_choice = max(runs, key=lambda mix: runs[mix][1]["val_macro_f1"])
+            log(f"    recipe feature mixup chosen on val: {mixup_choice}")
+            s, d = runs[mixup_choice]
+        else:
+            s, d = train_and_test("recipe", pid, mixup_choice, xtr, ytr, xva, yva, xte, yte, k, log)
+        d["mixup"] = mixup_choice
+        results["recipe"].append(s), details["recipe"].append(d)
+    summary = {}
+    for conf, rows in results.items():
+        summary[conf] = {
+            m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
+            for m in ("top1", "macro_f1", "weighted_f1")
+        }
+    return {"summary": summary, "runs": results, "details": details, "label_names": cache.label_names,
+            "extraction": cache.index.get("stats", {}), "spec": {k_: v for k_, v in cache.spec.items() if k_ != "augment"}}
+
+
+def table(all_results: dict, command: str) -> str:
+    names = {"probe": "linear probe (LogReg, C on val)", "baseline": "baseline recipe (linear head, CE)",
+             "recipe": "recipe (attention+MLP, focal, sampler, TTA)"}
+    lines = ["| dataset | configuration | top-1 | macro-F1 | weighted F1 |", "|---|---|---:|---:|---:|"]
+    for ds, res in all_results.items():
+        for conf, label in names.items():
+            s = res["summary"][conf]
+            cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in ("top1", "macro_f1", "weighted_f1")]
+            lines.append(f"| {ds} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="emotion6,fer2013")
+    p.add_argument("--shared", default=str(SHARED))
+    p.add_argument("--cache-dir", default="/tmp/emorec_features")
+    p.add_argument("--emotion6-size", type=int, default=224)
+    p.add_argument("--emotion6-views", type=int, default=2)
+    p.add_argument("--fer-size", type=int, default=96)
+    p.add_argument("--fer-views", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=5, help="FER seeds / Emotion6 folds")
+    p.add_argument("--limit", type=int, default=0, help="use a random subset of N images per dataset")
+    p.add_argument("--quick", action="store_true", help="400 images per dataset, 64 px, 2 seeds")
+    p.add_argument("--output", default=str(RESULTS / "accuracy.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.limit, args.seeds, args.fer_size, args.emotion6_size = args.limit or 400, 2, 64, 64
+        args.output = str(RESULTS / "accuracy_quick.json")
+    torch.set_num_threads(2)
+    shared = Path(args.shared)
+    weights = shared / "weights" / "tf_efficientnet_lite0" / "model.safetensors"
+    if not weights.is_file():
+        print(f"bench_accuracy: skipped, needs {weights} (the ../shared folder)")
+        return 0
+    from emorec.features.extract import extract_features
+
+    def log(msg):
+        print(msg, flush=True)
+
+    command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.perf_counter()
+    all_results = {}
+    seeds = list(range(args.seeds))
+    for ds in args.datasets.split(","):
+        t0 = time.perf_counter()
+        root = shared / "datasets" / ds
+        if ds == "emotion6":
+            manifest = load_manifest(root, all_train=True, limit=args.limit, seed=0)
+            size, views = args.emotion6_size, args.emotion6_views
+        else:
+            manifest = load_manifest(root, all_train=False, limit=args.limit, seed=0)
+            size, views = args.fer_size, args.fer_views
+        cache = extract_features(manifest, "tf_efficientnet_lite0", weights=str(weights), image_size=size,
+                                 augmented_views=views, grid=0, cache_dir=args.cache_dir, batch_size=100, log=log)
+        log(f"{ds}: features ready in {time.perf_counter() - t0:.0f} s ({cache.root})")
+        if ds == "emotion6":
+            labels = cache.split("train").labels
+            parts = ((f, tr, va, te) for f, tr, va, te in folds_emotion6(labels, args.seeds, seed=0))
+        else:
+            parts = ((s, tr, None, te) for s, tr, te in splits_fer(cache, seeds))
+        res = run_dataset(ds, cache, parts, log)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        all_results[ds] = res
+    out = {
+        "command": command,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": all_results,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=1))
+    md = table(all_results, command)
+    Path(args.output).with_suffix(".md").write_text(md)
+    print(md)
+    for ds, res in all_results.items():
+        gain = 100 * (res["summary"]["recipe"]["macro_f1"]["mean"] - res["summary"]["probe"]["macro_f1"]["mean"])
+        print(f"accuracy: {ds} recipe - probe macro-F1 = {gain:+.1f} points")
+    print(f"total {out['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

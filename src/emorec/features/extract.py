@@ -1,0 +1,246 @@
+"""Run a frozen backbone once over every split and store its features in a `FeatureCache`.
+
+Views per sample: every split gets `center` (the evaluation transform) and `hflip` (its mirror,
+the standard test-time view); training samples also get `aug1..augK`, draws of the training
+transform, so the head sees augmented inputs without running the backbone again each epoch.
+The mirror is flipped on the tensor, not re-decoded: a free view.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emorec.config import Config
+from emorec.errors import EmorecError
+from emorec.features.cache import (
+    CacheWriter,
+    FeatureCache,
+    INDEX_NAME,
+    cache_key,
+    file_sha256,
+    manifest_fingerprint,
+)
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def split_views(split: str, augmented_views: int) -> list[str]:
+    views = ["center", "hflip"]
+    if split == "train":
+        views += [f"aug{i + 1}" for i in range(augmented_views)]
+    return views
+
+
+class _ViewDataset:
+    """Decodes each image once and returns its views: (V_decoded, 3, H, W), label, row."""
+
+    def __init__(self, paths, labels, eval_transform, train_transform, augmented_views: int, min_size: int):
+        self.paths, self.labels = paths, labels
+        self.eval_transform, self.train_transform = eval_transform, train_transform
+        self.augmented_views = augmented_views
+        self.min_size = min_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        from emorec.data.imageio import load_rgb
+
+        try:
+            image = load_rgb(self.paths[i], min_size=self.min_size)
+        except EmorecError:
+            return None  # counted as skipped by the caller
+        views = [self.eval_transform(image)]
+        views += [self.train_transform(image) for _ in range(self.augmented_views)]
+        return torch.stack(views), self.labels[i], i
+
+
+def _collate(batch):
+    import torch
+
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        return None
+    images = torch.stack([b[0] for b in kept])
+    rows = torch.tensor([b[2] for b in kept], dtype=torch.long)
+    return images, rows
+
+
+def _weights_id(weights: str | None, pretrained: bool) -> str:
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise EmorecError(f"weights file not found: {weights}; pass an existing .pth or .safetensors file")
+        return "sha256:" + file_sha256(path)
+    return "timm-pretrained" if pretrained else "random-init"
+
+
+def _manifest_rows(manifest) -> list[tuple[str, str, str]]:
+    order = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    rows = [(s.path, s.label, s.split or "train") for s in manifest.samples]
+    # Stable sort: train, val, test first, manifest order inside each split.
+    return sorted(rows, key=lambda r: order.get(r[2], len(order)))
+
+
+def extract_features(
+    source,
+    backbone: str,
+    weights: str | None = None,
+    pretrained: bool = True,
+    image_size: int = 224,
+    augmented_views: int = 0,
+    grid: int = 2,
+    cache_dir: str | Path = "features",
+    cfg: Config | None = None,
+    batch_size: int = 64,
+    num_workers: int = 1,
+    dtype: str = "float16",
+    progress: bool = True,
+    log=print,
+) -> FeatureCache:
+    """Extract (or find in the cache) features of every split of `source`.
+
+    `source` is a folder / CSV path (read with `read_manifest`, splits made with `ensure_splits`
+    from `cfg.data`) or an already split `Manifest`. Returns the finished cache; a matching cache
+    is returned at once with a "cache hit" line.
+    """
+    import torch
+
+    from emorec.data.labels import LabelMap
+    from emorec.data.manifest import read_manifest
+    from emorec.data.split import ensure_splits
+
+    cfg = copy.deepcopy(cfg) if cfg is not None else Config()
+    if dtype not in ("float16", "float32"):
+        raise EmorecError(f"feature dtype '{dtype}' is not supported; use float16 or float32")
+    if grid < 0 or augmented_views < 0 or image_size < 16:
+        raise EmorecError("features extract: --grid and --views must be >= 0 and --image-size >= 16")
+    if isinstance(source, (str, Path)):
+        manifest = read_manifest(str(source), cfg.data.images_root)
+        manifest = ensure_splits(manifest, cfg.data)
+    else:
+        manifest = source
+    rows = _manifest_rows(manifest)
+    label_map = LabelMap.from_manifest(manifest)
+
+    spec: dict[str, Any] = {
+        "backbone": backbone,
+        "weights": _weights_id(weights, pretrained),
+        "image_size": image_size,
+        "augmented_views": augmented_views,
+        "grid": grid,
+        "dtype": dtype,
+        "manifest": manifest_fingerprint(rows),
+        "labels": label_map.names,
+    }
+    if augmented_views:
+        # The augmented views depend on the augmentation settings and the seed.
+        spec["augment"] = dataclasses.asdict(cfg.augment)
+        spec["seed"] = cfg.train.seed
+    key = cache_key(spec)
+    root = Path(cache_dir) / key
+    if (root / INDEX_NAME).is_file():
+        log(f"cache hit: {root}")
+        return FeatureCache(root)
+    log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
+
+    from emorec.data.transforms import build_eval_transform, build_train_transform
+    from emorec.models.backbone import backbone_data_config
+    from emorec.models.classifier import build_model
+
+    cfg.model.backbone = backbone
+    cfg.model.weights = weights
+    cfg.model.pretrained = pretrained
+    cfg.data.image_size = image_size
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, len(label_map)).eval()
+    # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
+    model = model.to(memory_format=torch.channels_last)
+    data_cfg = backbone_data_config(model.backbone)
+    mean, std = data_cfg["mean"], data_cfg["std"]
+    eval_transform = build_eval_transform(cfg, mean, std)
+    train_transform = build_train_transform(cfg, mean, std)
+
+    with torch.inference_mode():
+        probe = model.forward_features(torch.zeros(1, 3, image_size, image_size))
+    channels = probe.shape[1]
+
+    writer = CacheWriter(root, key, spec, label_map.names)
+    split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
+    started = time.perf_counter()
+    forwards = 0
+    skipped = 0
+    from tqdm import tqdm
+
+    for split in split_names:
+        split_rows = [r for r in rows if r[2] == split]
+        paths = [r[0] for r in split_rows]
+        labels = label_map.encode([r[1] for r in split_rows])
+        views = split_views(split, augmented_views)
+        arrays = writer.add_split(split, paths, labels, views, channels, grid, dtype)
+        n_aug = augmented_views if split == "train" else 0
+        dataset = _ViewDataset(paths, labels, eval_transform, train_transform, n_aug, image_size)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
+        )
+        bar = tqdm(total=len(dataset), desc=f"extract {split}", unit="img", disable=not progress, leave=False)
+        for batch in loader:
+            if batch is None:
+                continue
+            images, idx = batch  # images: (B, 1 + n_aug, 3, H, W)
+            b = images.shape[0]
+            center = images[:, 0]
+            stacked = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(n_aug)]
+            x = torch.stack(stacked, dim=1).flatten(0, 1)  # (B * V, 3, H, W), sample-major
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                fmap = model.forward_features(x).float()
+            pooled = fmap.mean(dim=(2, 3)).reshape(b, len(views), channels)
+            rows_np = idx.numpy()
+            arrays["pooled"][rows_np] = pooled.numpy().astype(dtype)
+            if grid > 0:
+                g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), channels, grid, grid)
+                arrays["grid"][rows_np] = g.numpy().astype(dtype)
+            arrays["valid"][rows_np] = True
+            forwards += x.shape[0]
+            bar.update(b)
+        bar.close()
+        split_skipped = int((~arrays["valid"]).sum())
+        skipped += split_skipped
+        if split_skipped:
+            log(f"  {split}: skipped {split_skipped} unreadable images")
+
+    seconds = time.perf_counter() - started
+    stats = {
+        "seconds": round(seconds, 2),
+        "images": len(rows),
+        "forwards": forwards,
+        "images_per_s": round((len(rows) - skipped) / max(seconds, 1e-9), 2),
+        "skipped": skipped,
+        "channels": int(channels),
+        "data_mean": list(map(float, mean)),
+        "data_std": list(map(float, std)),
+        "weights_path": str(Path(weights).resolve()) if weights else None,
+        "pretrained": pretrained,
+    }
+    cache = writer.finish(rows, stats)
+    log(
+        f"extracted {len(rows) - skipped} images ({forwards} forward passes, {skipped} skipped) "
+        f"in {seconds:.1f} s ({stats['images_per_s']:.1f} img/s)"
+    )
+    return cache
+
+
+def cached_arrays(cache: FeatureCache, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled (N, V, C) float32, labels (N,)) of the readable samples of one split."""
+    s = cache.split(split)
+    keep = np.flatnonzero(s.valid)
+    return np.asarray(s.pooled[keep], dtype=np.float32), s.labels[keep]
