@@ -1,5 +1,85 @@
-"""CLI: serve sub-commands (placeholder until the owning issue lands)."""
+"""CLI: `emorec predict` (label images) and `emorec export` (ONNX / TorchScript)."""
+
+from __future__ import annotations
+
+import sys
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "predict",
+        help="predict emotions for images with a run directory, checkpoint or exported .onnx model",
+        description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image files, folders (recursive) or CSV manifests with a 'path' column.",
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("inputs", metavar="INPUT", nargs="+")
+    p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
+    p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
+    p.add_argument("--tta", action="store_true", help="average over flipped/cropped views (slower, usually a little better)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=run_predict)
+
+    e = sub.add_parser(
+        "export",
+        help="export a run's model to ONNX and/or TorchScript, verified against PyTorch",
+        description="Writes RUN_DIR/export/model.onnx (dynamic batch), model.torchscript.pt and model.json (labels, preprocessing).",
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR", help="run directory or checkpoint file")
+    e.add_argument("--format", choices=["onnx", "torchscript", "all"], default="onnx")
+    e.add_argument("--output", metavar="DIR", help="write here instead of RUN_DIR/export/")
+    e.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |logit difference| (default: 1e-3)")
+    e.set_defaults(func=run_export)
+
+
+def run_predict(args) -> int:
+    from pathlib import Path
+
+    from emorec.errors import EmorecError
+    from emorec.serving.predict import Failure, PredictionWriter, collect_inputs, format_prediction, open_predictor, predict_paths
+
+    if args.top_k < 1:
+        raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
+    paths, failures = collect_inputs(args.inputs)
+    if not paths and not failures:
+        raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
+    device = "cpu"
+    if Path(args.model).suffix.lower() != ".onnx":
+        from emorec.serving.loading import resolve_device
+
+        device = resolve_device(args.device)
+    predictor = open_predictor(args.model, device)
+    writer = PredictionWriter(args.output, args.top_k) if args.output else None
+    width = min(60, max((len(str(p)) for p in paths), default=10))
+    written = 0
+    try:
+        for item in predict_paths(predictor, paths, args.top_k, args.tta, args.batch_size):
+            if isinstance(item, Failure):
+                failures.append(item)
+                continue
+            written += 1
+            if writer:
+                writer.write(item)
+            else:
+                print(format_prediction(item, width))
+    finally:
+        if writer:
+            writer.close()
+    for failure in failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    where = f" to {args.output}" if args.output else ""
+    print(f"predicted {written} images{where}; skipped {len(failures)} unreadable", file=sys.stderr)
+    return 0 if written else 2
+
+
+def run_export(args) -> int:
+    from emorec.serving.export import FORMATS, export_run
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    results = export_run(args.run_dir, formats, args.output, args.tolerance)
+    for result in results:
+        print(result.line())
+    diff = results[0].extra.get("preprocess_max_abs_diff")
+    if diff is not None:
+        print(f"PIL+numpy preprocessing vs torchvision: max |diff| {diff:.2e}")
+    return 0

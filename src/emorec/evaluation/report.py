@@ -58,7 +58,7 @@ def findings(metrics: dict, metrics_tta: dict | None = None, weakest: int = 2) -
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
     return str(value)
 
 
@@ -101,8 +101,9 @@ def render_markdown(results: dict) -> str:
         rows.append(row)
     lines += _table(header, rows)
     if t:
-        lines += ["", f"TTA views: original" + (", horizontal flip" if results["tta"]["hflip"] else "")
-                  + (f", {results['tta']['crops']} crops" if results["tta"]["crops"] else "") + "."]
+        crops = results["tta"]["crops"]
+        lines += ["", "TTA views: original" + (", horizontal flip" if results["tta"]["hflip"] else "")
+                  + (f", {crops} zoomed crop{'s' if crops > 1 else ''}" if crops else "") + "."]
     lines += ["", f"ECE uses {m['ece_bins']} equal-width confidence bins.", ""]
 
     lines += ["## Per class", ""]

@@ -1,0 +1,282 @@
+"""`evaluate_run`: score a trained run on a split or another dataset and write the report.
+
+The data is streamed through a DataLoader; only the (N, K) logits and TTA probabilities are
+kept, and the few most confident mistakes are re-read from disk at the end for the picture, so
+memory does not grow with the number of images beyond a few floats per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from emorec.errors import EmorecError
+from emorec.evaluation import plots
+from emorec.evaluation.metrics import compute_metrics, reliability_bins, softmax
+from emorec.evaluation.report import findings, write_report
+
+MISTAKES_SHOWN = 12
+THUMBNAIL_SIDE = 192
+
+
+@dataclass
+class EvalResult:
+    output_dir: Path
+    metrics: dict
+    metrics_tta: dict | None
+    report_path: Path
+    metrics_path: Path
+    pictures: dict[str, Path] = field(default_factory=dict)
+
+
+class _Indexed:
+    """Wrap a ManifestDataset so each item also carries its position (None stays None)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        return None if item is None else (item[0], item[1], index)
+
+
+def _collate_indexed(batch):
+    """Like data.collate_skip, but keeps sample indices so predictions map back to files."""
+    import torch
+
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        return None, None, None, len(batch)
+    images = torch.stack([b[0] for b in kept])
+    targets = torch.tensor([int(b[1]) for b in kept])
+    indices = torch.tensor([b[2] for b in kept])
+    return images, targets, indices, len(batch) - len(kept)
+
+
+def _select_samples(run_dir: Path, split: str, data: str | None, label_names: list[str]):
+    """(samples, output name, description) for a run split or an external dataset."""
+    from emorec.data.manifest import read_manifest
+
+    if data is None:
+        manifest_path = run_dir / "manifest.csv"
+        if not manifest_path.is_file():
+            raise EmorecError(f"{manifest_path} not found; evaluate a run directory written by `emorec train`, or pass --data SOURCE")
+        manifest = read_manifest(str(manifest_path))
+        if split not in manifest.splits():
+            raise EmorecError(f"split '{split}' is not in {manifest_path} (it has: {', '.join(sorted(map(str, manifest.splits())))}); pass --split with one of those")
+        return manifest.subset(split).samples, split, f"split '{split}' of the run's manifest.csv"
+    manifest = read_manifest(str(data))
+    known = set(label_names)
+    unknown = sorted({s.label for s in manifest.samples} - known)
+    if unknown:
+        raise EmorecError(
+            f"labels {', '.join(unknown)} in {data} are not known to the model (it knows: {', '.join(label_names)}); "
+            "rename them to the model's labels or drop those images"
+        )
+    source = Path(str(data))
+    name = source.stem if source.is_file() else source.name
+    return manifest.samples, name, f"all {len(manifest.samples)} images of {data}"
+
+
+def _split_sizes(run_dir: Path) -> dict[str, int]:
+    path = run_dir / "manifest.csv"
+    if not path.is_file():
+        return {}
+    counts: dict[str, int] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            key = row.get("split") or "unsplit"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _training_summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    flat = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))})
+        elif isinstance(value, (int, float, str, bool)):
+            flat[key] = value
+    return flat
+
+
+def _metrics_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mistakes(samples, indices, probs, targets, names, count: int) -> list[dict]:
+    """Most confident wrong predictions, with thumbnails read back from disk."""
+    from emorec.data.imageio import load_rgb
+
+    preds = probs.argmax(1)
+    confidence = probs.max(1)
+    wrong = np.flatnonzero(preds != targets)
+    chosen = wrong[np.argsort(-confidence[wrong])][:count]
+    items = []
+    for row in chosen:
+        try:
+            image = load_rgb(samples[indices[row]].path, min_size=THUMBNAIL_SIDE)
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        except EmorecError:
+            image = None
+        items.append({"image": image, "true": names[targets[row]], "predicted": names[preds[row]], "confidence": float(confidence[row]),
+                      "path": samples[indices[row]].path})
+    return items
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    data: str | None = None,
+    tta: bool | None = None,
+    output: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+) -> EvalResult:
+    """Evaluate the best checkpoint of `run_dir`; write metrics.json, report.md and PNGs.
+
+    `tta=None` follows the run's `eval.tta`; with TTA on, results with and without it are both
+    reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from emorec.data.dataset import ManifestDataset
+    from emorec.evaluation.tta import logits_and_tta_probabilities
+    from emorec.models.classifier import parameter_summary
+    from emorec.serving.loading import load_run_model, resolve_device
+    from emorec.serving.preprocess import Preprocessing
+
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    loaded = load_run_model(run_dir, device)
+    cfg, names = loaded.cfg, list(loaded.label_map.names)
+    use_tta = cfg.eval.tta if tta is None else tta
+    samples, name, description = _select_samples(run_dir, split, data, names)
+    if not samples:
+        raise EmorecError(f"no images to evaluate in {description}; check the split or --data source")
+    output_dir = Path(output) if output else run_dir / "eval" / name
+
+    decode_size = max(Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std).resize)
+    dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size)
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = DataLoader(
+        _Indexed(dataset), batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
+        collate_fn=_collate_indexed, pin_memory=device.startswith("cuda"),
+    )
+    all_logits, all_tta, all_targets, all_indices, skipped = [], [], [], [], 0
+    model = loaded.model
+    with torch.no_grad():
+        for images, targets, indices, n_skipped in tqdm(loader, desc=f"evaluate {name}", unit="batch", leave=False):
+            skipped += n_skipped
+            if images is None:
+                continue
+            images = images.to(device, non_blocking=True)
+            if use_tta:
+                logits, tta_probs = logits_and_tta_probabilities(model, images, cfg.eval)
+                all_tta.append(tta_probs.cpu().numpy())
+            else:
+                logits = model(images).float()
+            all_logits.append(logits.cpu().numpy())
+            all_targets.append(targets.numpy())
+            all_indices.append(indices.numpy())
+    if not all_logits:
+        raise EmorecError(f"none of the {len(samples)} images in {description} could be read; check the files")
+    logits = np.concatenate(all_logits).astype(np.float64)
+    targets = np.concatenate(all_targets)
+    indices = np.concatenate(all_indices)
+    probs = softmax(logits)
+    tta_probs = np.concatenate(all_tta).astype(np.float64) if use_tta else None
+
+    metrics = compute_metrics(probs, targets, names)
+    metrics_tta = compute_metrics(tta_probs, targets, names) if use_tta else None
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pictures = {
+        "confusion_matrix": plots.plot_confusion_matrix(np.array(metrics["confusion_matrix"]), names, output_dir / "confusion_matrix.png"),
+    }
+    if metrics_tta:
+        pictures["confusion_matrix_tta"] = plots.plot_confusion_matrix(
+            np.array(metrics_tta["confusion_matrix"]), names, output_dir / "confusion_matrix_tta.png", title="TTA"
+        )
+    pictures["per_class_f1"] = plots.plot_per_class_f1(metrics["per_class"], output_dir / "per_class_f1.png", compare=metrics_tta and metrics_tta["per_class"])
+    pictures["reliability"] = plots.plot_reliability_diagram(reliability_bins(probs, targets), output_dir / "reliability.png", ece=metrics["ece"])
+    mistakes = _mistakes(samples, indices, probs, targets, names, MISTAKES_SHOWN)
+    pictures["mistakes"] = plots.plot_mistakes(mistakes, output_dir / "mistakes.png")
+    rows = _metrics_rows(run_dir)
+    if rows:
+        pictures["training_curves"] = plots.plot_training_curves(rows, output_dir / "training_curves.png")
+        pictures["lr_schedule"] = plots.plot_lr_schedule(rows, output_dir / "lr_schedule.png")
+
+    _write_predictions(output_dir / "predictions.csv", samples, indices, targets, probs, tta_probs, names)
+
+    params = parameter_summary(model)
+    results = {
+        "name": f"{run_dir.name} on {name}",
+        "run_dir": str(run_dir),
+        "checkpoint": str(loaded.checkpoint_path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {
+            "description": description,
+            "num_images": int(len(targets)),
+            "skipped": int(skipped),
+            "class_counts": {n: int(c) for n, c in zip(names, np.bincount(targets, minlength=len(names)))},
+            "split_sizes": _split_sizes(run_dir),
+        },
+        "model": {
+            "backbone": cfg.model.backbone,
+            "image_size": cfg.data.image_size,
+            "attention": cfg.model.attention,
+            "hidden_dims": str(cfg.model.hidden_dims),
+            "parameters": params.get("total"),
+            "trainable_parameters": params.get("trainable"),
+            "size_mb": params.get("size_mb"),
+            "checkpoint_epoch": loaded.epoch,
+        },
+        "training": _training_summary(run_dir),
+        "tta": {"enabled": bool(use_tta), "hflip": cfg.eval.tta_hflip, "crops": cfg.eval.tta_crops,
+                "views": 1 + int(cfg.eval.tta_hflip) + cfg.eval.tta_crops},
+        "metrics": metrics,
+        "metrics_tta": metrics_tta,
+        "findings": findings(metrics, metrics_tta),
+        "mistakes": [{k: v for k, v in m.items() if k != "image"} for m in mistakes],
+        "pictures": {key: path.name for key, path in pictures.items()},
+    }
+    metrics_path, report_path = write_report(results, output_dir)
+    return EvalResult(output_dir, metrics, metrics_tta, report_path, metrics_path, pictures)
+
+
+def _write_predictions(path: Path, samples, indices, targets, probs, tta_probs, names) -> None:
+    """Per-image predictions (path, true, predicted, confidence[, TTA]) for later digging."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        header = ["path", "true", "predicted", "confidence"] + (["predicted_tta", "confidence_tta"] if tta_probs is not None else [])
+        writer.writerow(header)
+        for row, index in enumerate(indices):
+            p = probs[row]
+            line = [samples[index].path, names[targets[row]], names[int(p.argmax())], f"{p.max():.5f}"]
+            if tta_probs is not None:
+                q = tta_probs[row]
+                line += [names[int(q.argmax())], f"{q.max():.5f}"]
+            writer.writerow(line)

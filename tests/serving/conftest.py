@@ -1,0 +1,17 @@
+"""A fake trained run for the serving tests, built by the evaluation tests' run factory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The run factory lives beside the evaluation tests; serving tests reuse it rather than copy it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+from run_factory import make_run  # noqa: E402
+
+
+@pytest.fixture
+def fake_run(tmp_path, tiny_dataset):
+    return make_run(tmp_path / "run", tiny_dataset)
