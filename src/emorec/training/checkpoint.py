@@ -127,13 +127,13 @@ def check_compatible(ckpt: dict[str, Any], cfg, label_map) -> None:
 
     `label_map` is a `LabelMap` or a list of class names.
     """
-    from emorec.models import model_signature
-
     names = list(getattr(label_map, "names", label_map))
     where = ckpt.get("loaded_from", "checkpoint")
     if list(ckpt.get("label_map", [])) != names:
         raise EmorecError(f"{where} was trained on labels {list(ckpt.get('label_map', []))} but the data has "
                           f"{names}; resume on the run's own manifest.csv or start a new run")
+    from emorec.models import model_signature
+
     ours = model_signature(cfg, len(names))
     theirs = ckpt.get("model_signature", {})
     diffs = [f"{k}: checkpoint {theirs.get(k)!r} vs config {v!r}" for k, v in ours.items() if theirs.get(k) != v]

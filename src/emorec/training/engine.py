@@ -161,7 +161,7 @@ def train_one_epoch(
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                     n = len(images)
                     progress.samples += n
-                    progress.loss_sum += float(loss) * n
+                    progress.loss_sum += float(loss.detach()) * n
                     progress.correct += float((logits.detach().argmax(1) == hard_targets).sum())
             progress.batches += 1
 
