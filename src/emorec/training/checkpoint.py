@@ -33,7 +33,8 @@ def library_versions() -> dict[str, str]:
 
     import emorec
 
-    return {"emorec": emorec.__version__, "torch": torch.__version__, "timm": timm.__version__,
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses.
+    return {"emorec": str(emorec.__version__), "torch": str(torch.__version__), "timm": str(timm.__version__),
             "python": platform.python_version()}
 
 
@@ -86,7 +87,9 @@ def _read(path: Path, map_location) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
-        raise ValueError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from e
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or ["unreadable"]
+        reason = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])
+        raise ValueError(f"{type(e).__name__}: {reason}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError("not an emorec checkpoint (no 'format: emorec-checkpoint' key)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

@@ -321,7 +321,7 @@ class _Run:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
             self.ddp_model = self.model
-        if epoch > 0 or not trainable:
+        if self.cfg.model.freeze_backbone_epochs > 0:
             self.log.info("epoch %d: backbone %s", epoch + 1, "trainable" if trainable else "frozen")
 
     def _loop(self, started: float) -> RunResult:
