@@ -289,15 +289,6 @@ def fit_head(
 # The run directory: what `emorec train --head-only` writes.
 
 
-@dataclass
-class HeadRunResult:
-    run_dir: Path
-    best_metric: float
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-
-
 def _load_split(cache: FeatureCache, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     s = cache.split(split)
     keep = np.flatnonzero(s.valid)
@@ -322,11 +313,15 @@ def _adopt_cache(cfg: Config, cache: FeatureCache, log) -> Config:
     return cfg
 
 
-def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None] = print) -> HeadRunResult:
-    """Train the head on the cache at `cfg.train.features_dir` and write a normal run directory."""
+def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None] = print):
+    """Train the head on the cache at `cfg.train.features_dir` and write a normal run directory.
+
+    Returns the trainer's `RunResult`, so `emorec train --head-only` reports like any run.
+    """
     from emorec.data.labels import LabelMap
     from emorec.models.classifier import build_model, model_signature
     from emorec.training.checkpoint import library_versions, load_checkpoint, run_dir_of, save_checkpoint
+    from emorec.training.trainer import RunResult
 
     if not cfg.train.features_dir:
         raise EmorecError(
@@ -380,7 +375,7 @@ def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None
             "model": full, "optimizer": state["optimizer"], "scheduler": state["scheduler"], "scaler": None,
             "ema": None, "epoch": state["epoch"], "step": state["step"], "batch_in_epoch": 0,
             "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "label_map": names,
-            "model_signature": signature, "versions": library_versions(),
+            "model_signature": signature, "versions": {k: str(v) for k, v in library_versions().items()},
             "best_metric": state["early_stopping"]["best"], "early_stopping": state["early_stopping"],
             "data_mean": stats.get("data_mean"), "data_std": stats.get("data_std"),
             "head_training": {k: v for k, v in state.items() if k != "improved"},
@@ -402,10 +397,16 @@ def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None
         last_state.clear()
         last_state.update(copy.deepcopy(state))
 
-    result = fit_head(
-        model.head, train_x, train_y, val_x, val_y, cfg, num_classes,
-        resume_state=resume_state, on_epoch=on_epoch_and_keep, log=log,
-    )
+    try:
+        result = fit_head(
+            model.head, train_x, train_y, val_x, val_y, cfg, num_classes,
+            resume_state=resume_state, on_epoch=on_epoch_and_keep, log=log,
+        )
+    except KeyboardInterrupt:
+        if last_state:  # the last finished epoch, so `--resume` loses at most one epoch
+            save_checkpoint(run_dir / "checkpoints" / "last.pt", checkpoint(last_state["head"], last_state))
+            log(f"interrupted: saved epoch {last_state['epoch']} to {run_dir / 'checkpoints' / 'last.pt'}")
+        raise
     if last_state:
         # The state of the final epoch (not the restored best head), so --resume continues exactly.
         save_checkpoint(run_dir / "checkpoints" / "last.pt", checkpoint(last_state["head"], last_state))
@@ -424,4 +425,6 @@ def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     log(f"best {cfg.train.monitor} {result.best_metric:.4f} at epoch {result.best_epoch}; run dir {run_dir}")
-    return HeadRunResult(run_dir, result.best_metric, result.best_epoch, result.epochs_run, result.seconds)
+    stopped_early = result.epochs_run < cfg.train.epochs
+    return RunResult(run_dir, result.epochs_run, result.best_epoch, result.best_metric, cfg.train.monitor,
+                     stopped_early, result.seconds, result.history)
