@@ -18,6 +18,8 @@ def register(sub) -> None:
     _add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run (its config.yaml; --set train.epochs=N "
                                                        "extends it)")
+    p.add_argument("--head-only", action="store_true",
+                   help="train attention + head on cached features (same as --set train.head_only=true)")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("check", help="build the model and run a few real images forward and backward",
@@ -49,6 +51,8 @@ def run_train(args) -> int:
         cfg = load_config(run_dir / "config.yaml", args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
+    if args.head_only:
+        cfg.train.head_only = True
     result = train(cfg, resume=args.resume)
     if result.is_main:
         _print_result(result)

@@ -89,7 +89,7 @@ def _read(path: Path, map_location) -> dict[str, Any]:
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or ["unreadable"]
         reason = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])
-        raise ValueError(f"{type(e).__name__}: {reason}") from e
+        raise ValueError(f"{type(e).__name__}: {reason.split('. ')[0]}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError("not an emorec checkpoint (no 'format: emorec-checkpoint' key)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

@@ -86,6 +86,7 @@ class _Run:
     def __init__(self, cfg: Config, resume: str | Path | None, info: dist_utils.DistInfo):
         self.info = info
         self.device = info.device
+        self.log = setup_logging(None, info.is_main)  # before loading: a checkpoint fallback is reported
         self.ckpt = ckpt_io.load_checkpoint(resume) if resume else None
         if self.ckpt is not None:
             run_dir = ckpt_io.run_dir_of(self.ckpt["loaded_from"])
@@ -95,7 +96,6 @@ class _Run:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
-        self.log = setup_logging(None, info.is_main)
         self.writer = None
 
     # -- stages ---------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Helpers for the trainer tests: tiny colour-coded image folders and tiny-run configs.
+
+Runs use timm's `test_*` models at 32 px on CPU, deterministic, without loader workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from emorec.config import Config, load_config
+
+CLASSES = ("amusement", "anger", "awe", "fear")
+
+
+def make_images(root: Path, per_class: int = 20, size: int = 40, seed: int = 0) -> Path:
+    """ImageFolder root/<label>/*.jpg; each class has its own dominant colour, so it is learnable."""
+    rng = np.random.default_rng(seed)
+    for c, label in enumerate(CLASSES):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.full(3, 40.0)
+        base[c % 3] = 210
+        if c == 3:
+            base[:] = 200
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{label}_{i:03d}.jpg", quality=92)
+    return root
+
+
+def tiny_overrides(data: Path, output_dir: Path, name: str, *extra: str) -> list[str]:
+    return [
+        f"data.source={data}", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
+        "data.persistent_workers=false", "model.backbone=test_resnet", "model.pretrained=false",
+        "model.hidden_dims=[16]", "model.dropout=[0.1]", "train.epochs=2", "train.deterministic=true",
+        f"train.output_dir={output_dir}", f"train.name={name}", "augment.auto_augment=none", *extra,
+    ]
+
+
+def tiny_config(data: Path, output_dir: Path, name: str, *extra: str) -> Config:
+    return load_config(None, tiny_overrides(data, output_dir, name, *extra))
+
+
+def checkpoint_weights(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+SAME_RESULT_COLUMNS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+                       "skipped_images", "bad_steps")
