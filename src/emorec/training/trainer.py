@@ -180,7 +180,10 @@ class _Run:
             model = model.to(memory_format=torch.channels_last)
         model.to(self.device)
         if info.distributed and cfg.train.sync_batchnorm:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                self.log.warning("train.sync_batchnorm needs CUDA devices; ignored on CPU")
         self.model = model
         if cfg.train.compile:
             self.model = torch.compile(model)
@@ -317,6 +320,8 @@ class _Run:
         set_backbone_trainable(dist_utils.unwrap(self.model), trainable)
         self.backbone_trainable = trainable
         if self.info.distributed:
+            # Drop the old wrapper first: its reducer's gradient hooks go away with it.
+            self.ddp_model = None
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         else:
