@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ def _weights_id(weights: str | None, pretrained: bool) -> str:
     return "timm-pretrained" if pretrained else "random-init"
 
 
+def _stable_repr(obj) -> str:
+    """repr without memory addresses (a custom step's default repr holds one)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
+
+
 def _manifest_rows(manifest) -> list[tuple[str, str, str]]:
     order = {s: i for i, s in enumerate(SPLIT_ORDER)}
     rows = [(s.path, s.label, s.split or "train") for s in manifest.samples]
@@ -130,27 +136,7 @@ def extract_features(
         manifest = source
     rows = _manifest_rows(manifest)
     label_map = LabelMap.from_manifest(manifest)
-
-    spec: dict[str, Any] = {
-        "backbone": backbone,
-        "weights": _weights_id(weights, pretrained),
-        "image_size": image_size,
-        "augmented_views": augmented_views,
-        "grid": grid,
-        "dtype": dtype,
-        "manifest": manifest_fingerprint(rows),
-        "labels": label_map.names,
-    }
-    if augmented_views:
-        # The augmented views depend on the augmentation settings and the seed.
-        spec["augment"] = dataclasses.asdict(cfg.augment)
-        spec["seed"] = cfg.train.seed
-    key = cache_key(spec)
-    root = Path(cache_dir) / key
-    if (root / INDEX_NAME).is_file():
-        log(f"cache hit: {root}")
-        return FeatureCache(root)
-    log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
+    weights_id = _weights_id(weights, pretrained)  # checks the file before any model is built
 
     from emorec.data.transforms import build_eval_transform, build_train_transform
     from emorec.models.backbone import backbone_data_config
@@ -162,12 +148,37 @@ def extract_features(
     cfg.data.image_size = image_size
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, len(label_map)).eval()
-    # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
-    model = model.to(memory_format=torch.channels_last)
     data_cfg = backbone_data_config(model.backbone)
     mean, std = data_cfg["mean"], data_cfg["std"]
     eval_transform = build_eval_transform(cfg, mean, std)
     train_transform = build_train_transform(cfg, mean, std)
+
+    spec: dict[str, Any] = {
+        "backbone": backbone,
+        "weights": weights_id,
+        "image_size": image_size,
+        "augmented_views": augmented_views,
+        "grid": grid,
+        "dtype": dtype,
+        "manifest": manifest_fingerprint(rows),
+        "labels": label_map.names,
+        # The transforms' repr names every step and parameter: a changed preprocessing (another
+        # interpolation, crop ratio or normalisation) must not reuse features made the old way.
+        "eval_transform": _stable_repr(eval_transform),
+    }
+    if augmented_views:
+        # The augmented views also depend on the augmentation pipeline, its settings and the seed.
+        spec["train_transform"] = _stable_repr(train_transform)
+        spec["augment"] = dataclasses.asdict(cfg.augment)
+        spec["seed"] = cfg.train.seed
+    key = cache_key(spec)
+    root = Path(cache_dir) / key
+    if (root / INDEX_NAME).is_file():
+        log(f"cache hit: {root}")
+        return FeatureCache(root)
+    log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
+    # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
+    model = model.to(memory_format=torch.channels_last)
 
     with torch.inference_mode():
         probe = model.forward_features(torch.zeros(1, 3, image_size, image_size))
