@@ -47,7 +47,7 @@ def make_run(run_dir: Path, dataset: Path, image_size: int = 32, tta_crops: int 
                          "skipped_images", "bad_steps", "images_per_s", "epoch_seconds"])
         for epoch in (1, 2, 3):
             writer.writerow([epoch, 1e-3 / epoch, 1.5 / epoch, 0.3 * epoch, 1.6 / epoch, 0.25 * epoch, 0.2 * epoch, 0, 0, 100, 2.0])
-    (run_dir / "summary.json").write_text(json.dumps({"best_epoch": 3, "epochs": 3, "train_seconds": 6.0}))
+    (run_dir / "summary.json").write_text(json.dumps({"epochs_completed": 3, "best_epoch": 3, "wall_time_s": 6.0, "params": {"total": 1}}))
     torch.manual_seed(seed)
     model = build_model(cfg.model, len(names)).eval()
     checkpoint = {

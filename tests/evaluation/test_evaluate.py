@@ -94,3 +94,27 @@ def test_cli_prints_the_side_by_side_summary(fake_run, capsys):
     assert main(["evaluate", str(fake_run), "--tta", "--device", "cpu", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "single view" in out and "TTA" in out and "report.md" in out
+
+
+@pytest.mark.slow
+def test_a_real_training_run_evaluates_and_exports(tiny_dataset, tmp_path):
+    """One tiny epoch of the real trainer, then evaluate and export its run directory."""
+    from emorec.config import load_config
+    from emorec.serving.export import export_run
+    from emorec.training.trainer import train
+
+    cfg = load_config(overrides=[
+        f"data.source={tiny_dataset}", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
+        "data.val_fraction=0.25", "data.test_fraction=0.25",
+        "model.backbone=test_resnet", "model.pretrained=false", "model.hidden_dims=[16]", "model.dropout=[0.0]",
+        "augment.auto_augment=none", "augment.mix_prob=0.0", "optim.accumulation_steps=1",
+        "train.epochs=1", f"train.output_dir={tmp_path}", "train.name=tiny", "eval.tta_crops=1",
+    ])
+    run = train(cfg).run_dir
+    result = evaluate_run(run, tta=True, device="cpu", num_workers=0)
+    saved = json.loads(result.metrics_path.read_text())
+    assert saved["data"]["num_images"] == saved["data"]["split_sizes"]["test"] > 0
+    assert saved["training"]["epochs_completed"] == 1
+    assert (result.output_dir / "training_curves.png").is_file()
+    [onnx_result] = export_run(run, ("onnx",))
+    assert onnx_result.max_abs_diff < 1e-3 and "real images" in onnx_result.parity_inputs

@@ -67,3 +67,20 @@ def test_onnx_model_predicts_like_pytorch(fake_run, tiny_dataset, tmp_path):
         assert [p.path for p in onnx_preds] == [p.path for p in torch_preds]
         for a, b in zip(onnx_preds, torch_preds):
             np.testing.assert_allclose([dict(a.top)[k] for k in dict(b.top)], [p for _, p in b.top], atol=1e-4)
+
+
+def test_onnx_prediction_does_not_import_torch(fake_run, tiny_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    [result] = export_run(fake_run, ("onnx",), tmp_path / "export")
+    script = (
+        "import sys\n"
+        "from emorec.serving.predict import predict\n"
+        f"predictions, failures = predict({str(result.path)!r}, [{str(tiny_dataset / 'awe')!r}], top_k=2, tta=True)\n"
+        "assert len(predictions) == 12 and not failures\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

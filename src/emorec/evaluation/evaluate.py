@@ -98,6 +98,11 @@ def _split_sizes(run_dir: Path) -> dict[str, int]:
     return counts
 
 
+# summary.json keys worth a line in the report, in this order (the trainer writes more).
+TRAINING_KEYS = ("train_images", "val_images", "epochs_completed", "best_epoch", "monitor", "best_metric",
+                 "stopped_early", "wall_time_s", "device", "world_size", "amp")
+
+
 def _training_summary(run_dir: Path) -> dict:
     path = run_dir / "summary.json"
     if not path.is_file():
@@ -106,13 +111,7 @@ def _training_summary(run_dir: Path) -> dict:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError:
         return {}
-    flat = {}
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))})
-        elif isinstance(value, (int, float, str, bool)):
-            flat[key] = value
-    return flat
+    return {key: summary[key] for key in TRAINING_KEYS if key in summary}
 
 
 def _metrics_rows(run_dir: Path) -> list[dict]:

@@ -134,7 +134,7 @@ def _load(path: Path, min_size: int):
         return load_rgb(path, min_size=min_size)
     except EmorecError as e:
         return Failure(str(path), str(e))
-    except (OSError, ValueError) as e:  # anything PIL lets through for odd files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for odd files (bombs, bad tiles); one must not stop the rest
         return Failure(str(path), f"{type(e).__name__}: {e}")
 
 
