@@ -162,6 +162,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise EmorecError(f"config key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool) and ("on" if value else "off") in choices:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off / on as a boolean
         if value not in choices:
             raise EmorecError(f"config key '{key}': {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
         return value
