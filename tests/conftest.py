@@ -40,3 +40,21 @@ def write_class_images(root: Path, classes: dict[str, int], size: int = 48, seed
 def tiny_dataset(tmp_path: Path) -> Path:
     """4 classes x 12 images, 48 px: enough for splits, loaders and a few training steps."""
     return write_class_images(tmp_path / "tiny", {"amusement": 12, "anger": 12, "awe": 12, "fear": 12})
+
+
+@pytest.fixture
+def class_images():
+    """`write_class_images` as a fixture, for tests that build their own ImageFolder trees."""
+    return write_class_images
+
+
+@pytest.fixture
+def emotion6() -> Path:
+    """../shared/datasets/emotion6 (skips when absent)."""
+    return shared_path("datasets", "emotion6")
+
+
+@pytest.fixture
+def fer2013() -> Path:
+    """../shared/datasets/fer2013 (skips when absent)."""
+    return shared_path("datasets", "fer2013")

@@ -1,0 +1,64 @@
+"""A torch Dataset over manifest samples that survives bad images.
+
+A file that cannot be decoded makes `__getitem__` return None (with a warning naming it);
+`collate_skip` drops the Nones and returns how many it dropped, so the engine can count skipped
+images per epoch instead of crashing hours into a run. Works with DataLoader workers: nothing is
+shared between processes, the count travels with each batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from emorec.data.imageio import ImageLoadError, load_rgb
+from emorec.data.labels import LabelMap
+from emorec.data.manifest import Sample
+
+log = logging.getLogger("emorec.data")
+
+
+class ManifestDataset(Dataset):
+    """`(image tensor, label index)` per sample, or None for an unreadable image.
+
+    `min_size` is passed to `load_rgb`: JPEGs are draft-decoded to at least that many pixels per
+    side. Pass the largest size the transform resizes to (for the eval transform
+    `eval_resize_size(image_size)`), so nothing is upsampled after a draft decode.
+    """
+
+    def __init__(self, samples: Sequence[Sample], label_map: LabelMap, transform, min_size: int | None = None):
+        self.samples = list(samples)
+        self.paths = [s.path for s in self.samples]
+        self.targets = label_map.encode([s.label for s in self.samples])
+        self.transform = transform
+        self.min_size = min_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_rgb(self.paths[index], self.min_size)
+        except ImageLoadError as e:
+            log.warning("skipping unreadable image %s: %s", e.path, e.reason)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+
+def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Stack the readable samples; returns (images, targets, number of None samples dropped).
+
+    A batch with no readable image gives empty tensors, so the loop can count and move on.
+    """
+    kept = [b for b in batch if b is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long), skipped
+    images = torch.stack([b[0] for b in kept])
+    targets = torch.tensor([int(b[1]) for b in kept], dtype=torch.long)
+    return images, targets, skipped

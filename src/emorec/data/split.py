@@ -1,0 +1,118 @@
+"""Stratified train/val/test splits that keep existing splits and duplicate groups intact.
+
+Default 80/10/10 are the proportions of the 17,149 / 2,145 / 2,145 split the recipe was designed
+on. Copies of one image (a `groups` id shared by duplicates) always land in the same split: a
+duplicate in train and test is leakage that inflates test accuracy.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Hashable, Sequence
+
+from emorec.data.manifest import Manifest, Sample
+from emorec.errors import EmorecError
+
+
+def _targets(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(val, test) group counts for a class of `n` groups; a requested split gets at least one
+    group when the class has enough groups to keep one for training too."""
+    val, test = round(n * val_fraction), round(n * test_fraction)
+    wanted = int(val_fraction > 0) + int(test_fraction > 0)
+    if n > wanted:
+        val = max(val, 1) if val_fraction > 0 else 0
+        test = max(test, 1) if test_fraction > 0 else 0
+    while val + test >= n and (val or test):  # keep at least one for training
+        if test >= val and test:
+            test -= 1
+        else:
+            val -= 1
+    return val, test
+
+
+def stratified_split(
+    manifest: Manifest,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    groups: Sequence[Hashable] | None = None,
+) -> Manifest:
+    """Assign a split to every sample without one, per class, reproducibly from `seed`.
+
+    `groups[i]` is the group id of `manifest.samples[i]` (e.g. a content hash); a group is placed
+    as a unit, in the split of any member that already has one, and counted under its most common
+    label. Fractions are of groups per class.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise EmorecError(f"split fractions val={val_fraction}, test={test_fraction} are invalid; each must be in "
+                          "[0, 1) and together below 1, e.g. data.val_fraction=0.1 data.test_fraction=0.1")
+    samples = manifest.samples
+    if groups is None:
+        groups = list(range(len(samples)))
+    if len(groups) != len(samples):
+        raise ValueError("groups must have one entry per sample")
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+
+    fixed: dict[Hashable, str] = {}
+    by_class: dict[str, list[Hashable]] = defaultdict(list)
+    for g, idx in members.items():
+        existing = [samples[i].split for i in idx if samples[i].split]
+        if existing:
+            fixed[g] = existing[0]
+        elif len(idx):
+            labels = [samples[i].label for i in idx]
+            by_class[max(sorted(set(labels)), key=labels.count)].append(g)
+
+    rng = random.Random(seed)
+    assigned = dict(fixed)
+    for label in sorted(by_class):
+        class_groups = by_class[label]
+        rng.shuffle(class_groups)
+        n_val, n_test = _targets(len(class_groups), val_fraction, test_fraction)
+        for j, g in enumerate(class_groups):
+            assigned[g] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
+
+    split_of = {i: assigned[g] for g, idx in members.items() for i in idx}
+    out = [Sample(s.path, s.label, split_of[i]) for i, s in enumerate(samples)]
+    return Manifest(out, manifest.source)
+
+
+def check_trainable(manifest: Manifest) -> None:
+    """At least two classes, a train split, and every class seen in validation when there is one."""
+    labels = manifest.labels()
+    if len(labels) < 2:
+        found = labels[0] if labels else "none"
+        raise EmorecError(f"{manifest.source} has a single class ({found}); a classifier needs at least two "
+                          "labels: add images of other classes")
+    splits = manifest.splits()
+    if "train" not in splits:
+        raise EmorecError(f"{manifest.source} has no train split; mark some rows train or drop the split column")
+    if "val" in splits:
+        in_val = set(manifest.subset("val").labels())
+        lacking = [c for c in labels if c not in in_val]
+        if lacking:
+            counts = manifest.class_counts()
+            raise EmorecError(
+                f"{manifest.source}: no validation image of class {', '.join(lacking)} ({counts[lacking[0]]} images "
+                "in all); add images of that class or move some to the val split")
+
+
+def ensure_splits(manifest: Manifest, data_cfg) -> Manifest:
+    """The manifest with every sample in train, val or test, checked trainable.
+
+    Existing splits are kept: rows without a split are split by `data_cfg` fractions; a fully
+    split manifest without val gets val carved from its train rows.
+    """
+    if not manifest.has_splits:
+        manifest = stratified_split(manifest, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+    elif "val" not in manifest.splits() and data_cfg.val_fraction > 0:
+        train = manifest.subset("train")
+        rest = [s for s in manifest.samples if s.split != "train"]
+        carved = stratified_split(Manifest([Sample(s.path, s.label) for s in train.samples], manifest.source),
+                                  data_cfg.val_fraction, 0.0, data_cfg.split_seed)
+        manifest = Manifest(carved.samples + rest, manifest.source)
+    check_trainable(manifest)
+    return manifest

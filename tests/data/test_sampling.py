@@ -1,0 +1,80 @@
+"""Class weights like scikit-learn's 'balanced'; weighted sampling that balances classes and
+shards disjointly and reproducibly across ranks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+from torch.utils.data import DistributedSampler
+
+from emorec.config import Config
+from emorec.data.sampling import DistributedWeightedSampler, build_sampler, class_weights, sample_weights
+
+LABELS = [0] * 300 + [1] * 60 + [2] * 15  # 20:4:1, like FER-2013's happy : fear : disgust
+
+
+def test_class_weights_match_sklearn_balanced():
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=np.array(LABELS))
+    assert torch.allclose(class_weights(LABELS, 3), torch.tensor(expected, dtype=torch.float32))
+    assert torch.equal(class_weights(LABELS, 3, mode="none"), torch.ones(3))
+
+
+def test_absent_class_gets_zero_weight():
+    w = class_weights([0, 0, 2], 3)
+    assert w[1] == 0 and w[0] > 0 and w[2] > w[0]
+
+
+def test_weighted_sampler_draws_classes_about_equally():
+    sampler = DistributedWeightedSampler(sample_weights(LABELS, 3), 6000, num_replicas=1, rank=0, seed=0)
+    drawn = Counter(LABELS[i] for i in sampler)
+    assert len(sampler) == 6000
+    assert all(abs(drawn[c] / 6000 - 1 / 3) < 0.03 for c in range(3))
+
+
+def test_ranks_share_one_draw_disjointly_and_each_epoch_differs():
+    w = sample_weights(LABELS, 3)
+    single = list(DistributedWeightedSampler(w, len(LABELS), 1, 0, seed=7))
+    ranks = [DistributedWeightedSampler(w, len(LABELS), 2, r, seed=7) for r in range(2)]
+    shares = [list(s) for s in ranks]
+    assert len(shares[0]) == len(shares[1]) == 188  # ceil(375 / 2)
+    interleaved = [shares[j % 2][j // 2] for j in range(len(LABELS))]
+    assert interleaved == single[: len(LABELS)]  # rank r holds positions r, r+2, ... of the one draw
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != shares[0]
+
+
+def test_set_epoch_start_resumes_mid_epoch():
+    s = DistributedWeightedSampler(sample_weights(LABELS, 3), 100, 1, 0, seed=1)
+    s.set_epoch(3)
+    full = list(s)
+    s.load_state_dict({"epoch": 3, "start": 40})
+    assert list(s) == full[40:] and len(s) == 60 and s.state_dict() == {"epoch": 3, "start": 40}
+
+
+def test_build_sampler_follows_the_config():
+    cfg = Config()
+    assert isinstance(build_sampler(LABELS, 3, cfg, distributed=False), DistributedWeightedSampler)
+    cfg.data.weighted_sampling = False
+    assert build_sampler(LABELS, 3, cfg, distributed=False) is None
+
+
+def test_build_sampler_under_ddp_uses_distributed_sampler(monkeypatch):
+    import emorec.data.sampling as sampling
+
+    monkeypatch.setattr(sampling, "_world", lambda: (2, 1))
+    cfg = Config()
+    cfg.data.weighted_sampling = False
+    sampler = build_sampler(LABELS, 3, cfg, distributed=True)
+    assert isinstance(sampler, DistributedSampler) and sampler.rank == 1 and len(sampler) == 188
+    cfg.data.weighted_sampling = True
+    weighted = build_sampler(LABELS, 3, cfg, distributed=True)
+    assert weighted.rank == 1 and weighted.num_replicas == 2
+
+
+def test_bad_weights_are_rejected():
+    with pytest.raises(ValueError):
+        DistributedWeightedSampler([0.0, 0.0], 2, 1, 0)
