@@ -1,0 +1,242 @@
+"""Backbones: any timm model by name, its last feature map, and local weight files.
+
+`create_backbone` builds the timm model with no classifier and no pooling (`num_classes=0,
+global_pool=""`), so `forward_features` keeps the spatial map the channel attention needs.
+`feature_map` turns every timm output layout into (B, C, H, W): ViT-style token sequences
+(B, N, C) lose their prefix tokens (class / register tokens) and become a patch grid, NHWC maps
+are permuted.
+
+`load_weights` reads a local .pth / .pt / .safetensors state dict (timm names, or torchvision's
+ResNet names, which are the same), drops the ImageNet classifier, and refuses a file that does
+not fit: the user asked for pretrained features, and silently training from random weights
+would cost a whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from emorec.errors import EmorecError
+
+log = logging.getLogger("emorec.models")
+
+# A weights file may hold at most this share of the backbone's parameters (by element count)
+# unloaded before we call it a mismatch: a few absent buffers or a head-like extra are fine,
+# a different architecture is not.
+MAX_MISSING_FRACTION = 0.01
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+_KEY_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+_DATA_CONFIG_KEYS = ("mean", "std", "interpolation", "input_size", "crop_pct", "crop_mode")
+
+
+class WeightsReport(NamedTuple):
+    """What `load_weights` did: backbone keys the file lacked, file keys the backbone lacks
+    (classifier keys excluded: they are dropped on purpose), and how many tensors loaded."""
+
+    missing: list[str]
+    unexpected: list[str]
+    loaded: int
+
+
+def create_backbone(name: str, pretrained: bool = False, weights: str | None = None,
+                    drop_path_rate: float = 0.0) -> nn.Module:
+    """A timm model without classifier or pooling; `weights` (a local file) wins over
+    `pretrained` (timm's hub download). The model has `num_features` (channels of its map)."""
+    import timm
+
+    kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": ""}
+    if drop_path_rate > 0:
+        kwargs["drop_path_rate"] = drop_path_rate  # not every model takes it; only ask when used
+    download = pretrained and weights is None
+    try:
+        model = timm.create_model(name, pretrained=download, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise EmorecError(f"model.backbone '{name}' is not a timm model; pick one from timm.list_models(), "
+                              "e.g. resnet50, efficientnet_b3, convnext_tiny") from None
+        if download:
+            raise EmorecError(f"could not fetch pretrained weights for '{name}' ({_first_line(e)}); set "
+                              "model.weights to a local file or model.pretrained=false") from None
+        raise
+    except TypeError as e:
+        raise EmorecError(f"model.backbone '{name}' does not accept model.drop_path_rate ({_first_line(e)}); "
+                          "set model.drop_path_rate=0") from None
+    except Exception as e:  # hub / network failures come in many types
+        if not download:
+            raise
+        raise EmorecError(f"could not fetch pretrained weights for '{name}' ({type(e).__name__}: {_first_line(e)}); "
+                          "set model.weights to a local file or model.pretrained=false") from None
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`model.forward_features(x)` as a (B, C, H, W) map, whatever layout the model emits."""
+    feats = model.forward_features(x)
+    if feats.ndim == 3:
+        return tokens_to_map(model, feats, x.shape[-2:])
+    if feats.ndim == 4 and getattr(model, "output_fmt", "NCHW") == "NHWC":
+        return feats.permute(0, 3, 1, 2)
+    return feats
+
+
+def tokens_to_map(model: nn.Module, tokens: torch.Tensor, image_hw: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B, N, C) ViT tokens -> (B, C, h, w): drop the prefix tokens, fold the patches to a grid."""
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    patches = tokens[:, prefix:]
+    n = patches.shape[1]
+    h = w = int(math.isqrt(n))
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and hasattr(embed, "dynamic_feat_size"):
+        gh, gw = embed.dynamic_feat_size(tuple(image_hw))
+        if gh * gw == n:
+            h, w = gh, gw
+    if h * w != n:
+        raise ValueError(f"cannot fold {n} patch tokens into a grid")
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
+    """Load a local state dict into the backbone `model`; see the module docstring.
+
+    Raises `EmorecError` naming the file when it cannot be read, when a tensor has the wrong
+    shape, or when the backbone would stay (mostly) random. Missing and unexpected keys are
+    logged and returned. A `config.json` beside the file (timm's pretrained cfg) sets the
+    model's preprocessing (mean, std, interpolation, input size).
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    classifier = _classifier_prefixes(model)
+    matched: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, tensor in state.items():
+        target = _match_key(key, own)
+        if target is None:
+            if not any(key.startswith(p) or _strip(key).startswith(p) for p in classifier):
+                unexpected.append(key)
+            continue
+        if tuple(tensor.shape) != tuple(own[target].shape):
+            raise EmorecError(f"weights file {path}: tensor '{key}' has shape {tuple(tensor.shape)} but the "
+                              f"backbone expects {tuple(own[target].shape)}; the file is for another model, pick "
+                              "the weights that match model.backbone")
+        matched[target] = tensor
+    missing = [k for k in own if k not in matched and not k.endswith("num_batches_tracked")]
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    missing_elems = sum(params[k].numel() for k in missing if k in params)
+    if not matched or missing_elems > MAX_MISSING_FRACTION * total:
+        raise EmorecError(f"weights file {path} does not fit this backbone: {len(matched)} of {len(own)} tensors "
+                          f"matched, {len(missing)} missing (e.g. {', '.join(missing[:3]) or '-'}); pick the weights "
+                          "that match model.backbone")
+    model.load_state_dict(matched, strict=False)
+    _apply_data_config(model, path.parent / "config.json")
+    if missing:
+        log.warning("weights %s: %d backbone tensors missing (kept random): %s", path, len(missing), ", ".join(missing[:10]))
+    if unexpected:
+        log.warning("weights %s: %d tensors not used: %s", path, len(unexpected), ", ".join(unexpected[:10]))
+    log.info("weights %s: loaded %d tensors", path, len(matched))
+    return WeightsReport(missing, unexpected, len(matched))
+
+
+def backbone_data_config(model: nn.Module) -> dict[str, Any]:
+    """The preprocessing the backbone's weights expect: mean, std, interpolation, input_size
+    (and crop_pct), from timm's pretrained cfg, updated by `load_weights` from a local
+    config.json (EfficientNet-Lite weights want mean = std = 0.5, not ImageNet's)."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return {
+        "mean": tuple(cfg["mean"]),
+        "std": tuple(cfg["std"]),
+        "interpolation": cfg["interpolation"],
+        "input_size": tuple(cfg["input_size"]),
+        "crop_pct": cfg.get("crop_pct"),
+    }
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise EmorecError(f"weights file not found: {path}; set model.weights to an existing .pth or .safetensors file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise EmorecError(f"weights file {path} could not be read ({_first_line(e)}); pass a .pth, .pt or "
+                          ".safetensors state dict") from None
+    # Training scripts wrap the state dict: {'state_dict': ...}, {'model': ...}, ...
+    for _ in range(3):
+        if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+            if inner is None:
+                break
+            state = inner
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EmorecError(f"weights file {path} holds no state dict of tensors; pass a .pth, .pt or .safetensors "
+                          "state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def _match_key(key: str, own: dict[str, torch.Tensor]) -> str | None:
+    """The backbone key a file key stands for: as is, or without wrapper prefixes (DDP's
+    'module.', an emorec checkpoint's 'backbone.', ...)."""
+    candidate = key
+    for _ in range(len(_KEY_PREFIXES) + 1):
+        if candidate in own:
+            return candidate
+        prefix = next((p for p in _KEY_PREFIXES if candidate.startswith(p)), None)
+        if prefix is None:
+            return None
+        candidate = candidate[len(prefix):]
+    return None
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the ImageNet classifier this architecture had (timm's pretrained cfg names
+    it: 'fc' for ResNet, 'classifier' for EfficientNet, 'head.fc' for ConvNeXt...)."""
+    names = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    if isinstance(names, str):
+        names = (names,)
+    prefixes = {f"{n}." for n in names} | {"fc.", "classifier.", "head.fc.", "head."}
+    for prefix in list(prefixes):
+        prefixes |= {f"backbone.{prefix}", f"model.{prefix}"}
+    return tuple(prefixes)
+
+
+def _apply_data_config(model: nn.Module, config_path: Path) -> None:
+    if not config_path.is_file():
+        return
+    try:
+        values = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise EmorecError(f"{config_path} is not valid JSON ({_first_line(e)}); fix or remove it (it sets the "
+                          "weights' mean, std and input size)") from None
+    update = {k: values[k] for k in _DATA_CONFIG_KEYS if k in values}
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    cfg.update(update)
+    model.pretrained_cfg = cfg
+    log.info("preprocessing from %s: %s", config_path, update)
