@@ -1,0 +1,102 @@
+"""AdamW with parameter groups, and the OneCycle learning-rate schedule.
+
+Groups: backbone and head parameters are kept apart so the backbone can learn more slowly
+(discriminative learning rates, Howard & Ruder 2018), and within each, weight decay applies only
+to weight matrices and kernels: biases, norm scales/shifts (every 1-D tensor) and the tokens a
+timm model lists in `no_weight_decay()` (ViT position embeddings, class token) are not decayed,
+because shrinking them towards zero only fights the normalisation (Loshchilov & Hutter 2019 apply
+decay to weights; timm's `param_groups_weight_decay` makes the same split).
+
+What `optim.lr` (3e-4) and `optim.max_lr` (1e-3) mean: OneCycle (Smith & Topin 2019) starts at
+`lr`, warms up to the peak `max_lr` over the first `pct_start` of the optimiser steps, then anneals
+(cosine by default) to `lr / final_div_factor`. So `div_factor = max_lr / lr`. With
+`model.freeze_backbone_epochs > 0` the backbone group runs the same curve scaled by
+`model.backbone_lr_scale` (the backbone gets no gradient while frozen, and after unfreezing
+its pretrained features move at a tenth of the head's rate); otherwise the whole model shares
+one rate. OneCycle's own momentum cycling is off: AdamW keeps its usual betas.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from emorec.errors import EmorecError
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    """Full parameter names that timm models exempt from weight decay (ViT tokens etc.)."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        hook = getattr(module, "no_weight_decay", None)
+        if callable(hook):
+            try:
+                listed = hook()
+            except TypeError:
+                continue
+            names |= {f"{prefix}.{n}" if prefix else n for n in listed}
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: {backbone, head} x {decay, no decay}, each tagged with `name` and
+    `lr_scale` (the backbone's share of the head's learning rate). Parameters outside a
+    `backbone` submodule (e.g. a lone head) count as head. Frozen parameters are included, so
+    they train once unfrozen without rebuilding the optimiser."""
+    exempt = _no_decay_names(model)
+    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        part = "backbone" if name.startswith("backbone.") else "head"
+        decay = p.ndim > 1 and name not in exempt
+        buckets.setdefault((part, decay), []).append(p)
+    groups = []
+    for (part, decay), params in sorted(buckets.items()):
+        groups.append({
+            "params": params,
+            "name": f"{part}{'' if decay else '_no_decay'}",
+            "weight_decay": weight_decay if decay else 0.0,
+            "lr_scale": backbone_lr_scale if part == "backbone" else 1.0,
+        })
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model, ...)` from `Config.optim` and `Config.model`; each group
+    starts at `optim.lr * lr_scale` (the scheduler then drives it)."""
+    optim = cfg.optim
+    if optim.lr <= 0 or optim.weight_decay < 0:
+        raise EmorecError(f"optim.lr={optim.lr}, optim.weight_decay={optim.weight_decay}: the learning rate must be "
+                          "> 0 and the weight decay >= 0")
+    scale = cfg.model.backbone_lr_scale if cfg.model.freeze_backbone_epochs > 0 else 1.0
+    if scale <= 0:
+        raise EmorecError(f"model.backbone_lr_scale={scale}: must be > 0 (freeze with model.freeze_backbone_epochs)")
+    groups = param_groups(model, optim.weight_decay, scale)
+    for group in groups:
+        group["lr"] = optim.lr * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=optim.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """OneCycle over `train.epochs * steps_per_epoch` optimiser steps, stepped once per optimiser
+    step. `steps_per_epoch` counts optimiser steps, i.e. batches divided by
+    `optim.accumulation_steps`, rounded up (the trainer passes exactly that)."""
+    optim = cfg.optim
+    if optim.max_lr < optim.lr:
+        raise EmorecError(f"optim.max_lr={optim.max_lr} is below optim.lr={optim.lr}; the peak must be >= the "
+                          "starting rate")
+    if not 0.0 < optim.pct_start < 1.0:
+        raise EmorecError(f"optim.pct_start={optim.pct_start}: the warm-up share must be in (0, 1)")
+    if optim.final_div_factor <= 0:
+        raise EmorecError(f"optim.final_div_factor={optim.final_div_factor}: must be > 0")
+    total = max(1, int(cfg.train.epochs) * max(1, int(steps_per_epoch)))
+    max_lrs = [optim.max_lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=max_lrs,
+        total_steps=total,
+        pct_start=optim.pct_start,
+        anneal_strategy=optim.anneal_strategy,
+        div_factor=optim.max_lr / optim.lr,
+        final_div_factor=optim.final_div_factor,
+        cycle_momentum=False,
+    )
