@@ -14,7 +14,7 @@ from emorec.serving.export import export_run
 from emorec.serving.onnx_runtime import METADATA_KEY, OnnxClassifier
 
 
-def test_onnx_and_torchscript_match_pytorch(fake_run):
+def test_onnx_and_torchscript_match_pytorch_and_carry_their_metadata(fake_run):
     results = export_run(fake_run, ("onnx", "torchscript"))
     assert [r.format for r in results] == ["onnx", "torchscript"]
     for result in results:
@@ -24,19 +24,14 @@ def test_onnx_and_torchscript_match_pytorch(fake_run):
     # The numpy preprocessing that ONNX serving uses feeds the same pixels as torchvision.
     assert results[0].extra["preprocess_max_abs_diff"] < 1e-5
 
-
-def test_onnx_file_carries_labels_and_preprocessing(fake_run):
-    [result] = export_run(fake_run, ("onnx",))
-    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    onnx_path = results[0].path
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     meta = json.loads(props[METADATA_KEY])
     assert meta["labels"] == ["amusement", "anger", "awe", "fear"]
     assert meta["preprocessing"]["crop"] == [32, 32] and len(meta["preprocessing"]["mean"]) == 3
-    assert json.loads((result.path.parent / "model.json").read_text()) == meta
+    assert json.loads((onnx_path.parent / "model.json").read_text()) == meta
 
-
-def test_onnx_batch_axis_is_dynamic(fake_run):
-    [result] = export_run(fake_run, ("onnx",))
-    model = OnnxClassifier(result.path)
+    model = OnnxClassifier(onnx_path)  # the batch axis is dynamic
     for batch in (1, 5):
         assert model.logits(np.zeros((batch, 3, 32, 32), np.float32)).shape == (batch, 4)
 
@@ -46,7 +41,13 @@ def test_a_parity_failure_refuses_the_export(fake_run, tmp_path):
         export_run(fake_run, ("onnx",), tmp_path, tolerance=-1.0)
 
 
-def test_cli_export_all_prints_the_differences(fake_run, capsys):
-    assert main(["export", str(fake_run), "--format", "all"]) == 0
+def test_cli_export_prints_the_difference(fake_run, capsys):
+    assert main(["export", str(fake_run), "--format", "onnx"]) == 0
     out = capsys.readouterr().out
-    assert "onnx" in out and "torchscript" in out and "max |diff|" in out
+    assert "model.onnx" in out and "max |diff|" in out and "torchvision" in out
+    assert (fake_run / "export" / "model.onnx").is_file()
+
+
+def test_cli_refuses_a_missing_run(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    assert "model not found" in capsys.readouterr().err
