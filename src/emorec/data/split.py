@@ -14,6 +14,8 @@ from typing import Hashable, Sequence
 from emorec.data.manifest import Manifest, Sample
 from emorec.errors import EmorecError
 
+HOLDOUT_FIRST = ("test", "val", "train")
+
 
 def _targets(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     """(val, test) group counts for a class of `n` groups; a requested split gets at least one
@@ -41,8 +43,9 @@ def stratified_split(
     """Assign a split to every sample without one, per class, reproducibly from `seed`.
 
     `groups[i]` is the group id of `manifest.samples[i]` (e.g. a content hash); a group is placed
-    as a unit, in the split of any member that already has one, and counted under its most common
-    label. Fractions are of groups per class.
+    as a unit, counted under its most common label; a group with members already split goes to
+    their split (test before val before train, so leaked copies leave train). Fractions are of
+    groups per class.
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise EmorecError(f"split fractions val={val_fraction}, test={test_fraction} are invalid; each must be in "
@@ -59,9 +62,10 @@ def stratified_split(
     fixed: dict[Hashable, str] = {}
     by_class: dict[str, list[Hashable]] = defaultdict(list)
     for g, idx in members.items():
-        existing = [samples[i].split for i in idx if samples[i].split]
+        existing = {samples[i].split for i in idx if samples[i].split}
         if existing:
-            fixed[g] = existing[0]
+            # A group already in two splits goes to the held-out one: leaked copies leave train.
+            fixed[g] = next(sp for sp in HOLDOUT_FIRST if sp in existing)
         elif len(idx):
             labels = [samples[i].label for i in idx]
             by_class[max(sorted(set(labels)), key=labels.count)].append(g)
@@ -100,19 +104,19 @@ def check_trainable(manifest: Manifest) -> None:
                 "in all); add images of that class or move some to the val split")
 
 
-def ensure_splits(manifest: Manifest, data_cfg) -> Manifest:
+def ensure_splits(manifest: Manifest, data_cfg, groups: Sequence[Hashable] | None = None) -> Manifest:
     """The manifest with every sample in train, val or test, checked trainable.
 
     Existing splits are kept: rows without a split are split by `data_cfg` fractions; a fully
-    split manifest without val gets val carved from its train rows.
+    split manifest without val gets val carved from its train rows. `groups` (one id per sample)
+    keeps duplicates in one split, see `stratified_split`.
     """
-    if not manifest.has_splits:
-        manifest = stratified_split(manifest, data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
-    elif "val" not in manifest.splits() and data_cfg.val_fraction > 0:
-        train = manifest.subset("train")
-        rest = [s for s in manifest.samples if s.split != "train"]
-        carved = stratified_split(Manifest([Sample(s.path, s.label) for s in train.samples], manifest.source),
-                                  data_cfg.val_fraction, 0.0, data_cfg.split_seed)
-        manifest = Manifest(carved.samples + rest, manifest.source)
+    fractions = (data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+    if manifest.has_splits and "val" not in manifest.splits() and data_cfg.val_fraction > 0:
+        unsplit_train = [Sample(s.path, s.label, None if s.split == "train" else s.split) for s in manifest.samples]
+        manifest = stratified_split(Manifest(unsplit_train, manifest.source), data_cfg.val_fraction, 0.0,
+                                    data_cfg.split_seed, groups)
+    elif not manifest.has_splits or groups is not None:
+        manifest = stratified_split(manifest, *fractions, groups=groups)
     check_trainable(manifest)
     return manifest
