@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from emorec.data.imageio import to_rgb
+from emorec.data.parallel import map_with_progress
 
 DRAFT_SIZE = 64  # decode JPEGs at >= 64 px per side for hashing: enough for a 9x8 thumbnail
 HASH_BYTES = 16
@@ -80,40 +80,8 @@ def inspect_image(path: str) -> ImageFacts:
 
 def inspect_images(paths: Sequence[str], workers: int = 2, progress: bool = True,
                    desc: str = "inspecting images") -> list[ImageFacts]:
-    """`inspect_image` over `paths` in a process pool (in order), with a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    workers = max(1, min(workers, os.cpu_count() or 1, len(paths) // 64 or 1))
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
-    try:
-        if workers == 1:
-            return [_tick(bar, inspect_image(p)) for p in paths]
-        import multiprocessing as mp
-
-        # Per-file work is ~0.1 ms for small images: big chunks keep the IPC cost below it.
-        chunk = max(16, min(512, len(paths) // (workers * 8) or 1))
-        with mp.get_context(_start_method()).Pool(workers) as pool:
-            return [_tick(bar, f) for f in pool.imap(inspect_image, paths, chunksize=chunk)]
-    finally:
-        bar.close()
-
-
-def _tick(bar, item):
-    bar.update(1)
-    return item
-
-
-def _start_method() -> str:
-    import multiprocessing as mp
-
-    # fork is the cheapest start on Linux; elsewhere (macOS, Windows) only spawn is safe.
-    return "fork" if "fork" in mp.get_all_start_methods() and os.name == "posix" and not _is_macos() else "spawn"
-
-
-def _is_macos() -> bool:
-    import sys
-
-    return sys.platform == "darwin"
+    """`inspect_image` over `paths` in a process pool (in order), with a progress bar."""
+    return map_with_progress(inspect_image, list(paths), workers, desc, progress)
 
 
 def near_pairs(hashes: Sequence[int], max_distance: int, block: int = 512) -> np.ndarray:

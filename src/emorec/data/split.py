@@ -109,7 +109,8 @@ def ensure_splits(manifest: Manifest, data_cfg, groups: Sequence[Hashable] | Non
 
     Existing splits are kept: rows without a split are split by `data_cfg` fractions; a fully
     split manifest without val gets val carved from its train rows. `groups` (one id per sample)
-    keeps duplicates in one split, see `stratified_split`.
+    keeps duplicates in one split, see `stratified_split`. With `data_cfg.cache_dir` set, paths
+    point to the pre-resized copy written by `emorec data cache` (splits come from the originals).
     """
     fractions = (data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
     if manifest.has_splits and "val" not in manifest.splits() and data_cfg.val_fraction > 0:
@@ -119,4 +120,8 @@ def ensure_splits(manifest: Manifest, data_cfg, groups: Sequence[Hashable] | Non
     elif not manifest.has_splits or groups is not None:
         manifest = stratified_split(manifest, *fractions, groups=groups)
     check_trainable(manifest)
+    if getattr(data_cfg, "cache_dir", None):
+        from emorec.data.cache import use_cache
+
+        manifest = use_cache(manifest, data_cfg.cache_dir)
     return manifest
