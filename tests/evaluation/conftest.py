@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from run_factory import make_run
+from run_factory import make_run, one_torch_thread  # noqa: F401 (one_torch_thread: autouse fixture)
 
 
 @pytest.fixture

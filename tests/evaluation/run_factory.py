@@ -11,6 +11,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from emorec.config import config_from_dict
@@ -57,3 +58,17 @@ def make_run(run_dir: Path, dataset: Path, image_size: int = 32, tta_crops: int 
     }
     torch.save(checkpoint, run_dir / "checkpoints" / "best.pt")
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run each test with one intra-op thread, then restore the setting.
+
+    Tiny models gain nothing from more threads, and with `pytest -n 2` on two cores the extra
+    OpenMP threads oversubscribe the CPU: one tiny training epoch measured 30 s with 2 threads
+    against 1 s with 1 on the shared development machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -91,7 +91,6 @@ def test_cli_reports_a_missing_split_with_exit_code_2(fake_run, capsys):
     assert "holdout" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_a_real_training_run_evaluates_and_exports(tiny_dataset, tmp_path):
     """One tiny epoch of the real trainer, then evaluate and export its run directory."""
     from emorec.config import load_config

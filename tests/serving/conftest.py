@@ -9,7 +9,7 @@ import pytest
 
 # The run factory lives beside the evaluation tests; serving tests reuse it rather than copy it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-from run_factory import make_run  # noqa: E402
+from run_factory import make_run, one_torch_thread  # noqa: E402,F401 (one_torch_thread: autouse fixture)
 
 
 @pytest.fixture

@@ -33,7 +33,9 @@ def findings(metrics: dict, metrics_tta: dict | None = None, weakest: int = 2) -
     notes = []
     present = {n: v for n, v in metrics["per_class"].items() if v["support"] > 0}
     ranked = sorted(present.items(), key=lambda kv: kv[1]["f1"])[:weakest]
-    if ranked:
+    if ranked and all(v["f1"] == ranked[0][1]["f1"] for v in present.values()):
+        notes.append(f"All {len(present)} classes have the same F1 ({ranked[0][1]['f1']:.2f}).")
+    elif ranked:
         notes.append(
             "Weakest classes: "
             + ", ".join(f"{name} (F1 {v['f1']:.2f}, recall {v['recall']:.2f}, {v['support']} images)" for name, v in ranked)

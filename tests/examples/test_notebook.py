@@ -1,0 +1,38 @@
+"""examples/quickstart.ipynb runs top to bottom, headless, and shows its pictures inline."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")  # provides the `python3` kernelspec for the running interpreter
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_executes(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # Like papermill: a cell after the one tagged `parameters` points the outputs at tmp_path.
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(f"WORK = Path({str(tmp_path)!r})"))
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    # One OpenMP thread in the kernel: under `pytest -n 2` on two cores more threads oversubscribe
+    # the CPU and a tiny epoch goes from ~1 s to ~30 s (measured on the development machine).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    client.execute(env=env)
+    seconds = time.perf_counter() - started
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "single view" in text and "ONNX and PyTorch agree" in text
+    assert (tmp_path / "runs" / "quickstart" / "eval" / "test" / "report.md").is_file()
+    assert seconds < 60, f"the quickstart took {seconds:.0f} s; keep it a quick start"
