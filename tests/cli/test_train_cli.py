@@ -10,7 +10,9 @@ import pytest
 from emorec.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from training_runs import make_images, tiny_overrides  # noqa: E402
+from training_runs import make_images, one_thread, tiny_overrides  # noqa: E402, F401 (one_thread is a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

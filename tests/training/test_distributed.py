@@ -10,7 +10,11 @@ import pytest
 
 from emorec.training.distributed import ShardSampler, init_distributed
 from emorec.training.trainer import train
-from training_runs import SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_overrides
+from training_runs import (  # noqa: F401 (one_thread is a fixture)
+    ONE_THREAD_ENV, SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_overrides, one_thread,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Equivalence needs a model whose output for a sample does not depend on the rest of its batch:
 # test_convnext normalises with LayerNorm (no BatchNorm), the head is a single Linear (no
@@ -38,7 +42,7 @@ def test_without_torchrun_the_run_is_a_single_process(monkeypatch):
 @pytest.mark.slow
 def test_two_gloo_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path):
     data = make_images(tmp_path / "images", per_class=20)  # 64 train images: 8 steps of 8 = 2 x 4
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD_ENV}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "emorec",
            "train", "--set", *tiny_overrides(data, tmp_path, "ddp", *EQUIVALENT, "data.batch_size=4")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

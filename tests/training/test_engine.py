@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from training_runs import one_thread  # noqa: F401 (a fixture)
 from emorec.training.engine import (
     EpochProgress,
     LoopState,
@@ -22,6 +23,7 @@ from emorec.training.engine import (
 )
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,11 @@ from emorec.config import load_config
 from emorec.errors import EmorecError
 from emorec.training.run_dir import METRIC_COLUMNS
 from emorec.training.trainer import RunResult, resolve_amp, train
-from training_runs import checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config
+from training_runs import (  # noqa: F401 (one_thread is a fixture)
+    checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config, one_thread,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHECKPOINT_KEYS = {"format", "format_version", "model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step",
                    "batch_in_epoch", "rng", "config", "label_map", "model_signature", "versions", "best_metric",
@@ -81,11 +85,14 @@ def test_two_batches_of_16_with_accumulation_match_one_batch_of_32(data, tmp_pat
 
 
 def test_loss_decreases_on_a_learnable_set(data, tmp_path):
-    result = train(tiny_config(data, tmp_path, "learn", "train.epochs=4", "optim.max_lr=0.01", "optim.lr=0.003",
-                               "optim.accumulation_steps=1", "augment.mix_prob=0"))
-    losses = [r["train_loss"] for r in result.history]
-    assert losses[-1] < losses[0]
-    assert max(r["val_accuracy"] for r in result.history) > 0.25  # above 1/4 chance
+    # Colour is what tells these classes apart, so colour jitter is off; validation is the steady
+    # measure (train loss also moves with each epoch's augmentation draws).
+    result = train(tiny_config(data, tmp_path, "learn", "train.epochs=3", "optim.max_lr=0.01", "optim.lr=0.003",
+                               "optim.accumulation_steps=1", "augment.mix_prob=0", "augment.color_jitter=0"))
+    val_losses = [r["val_loss"] for r in result.history]
+    assert val_losses[-1] < val_losses[0]
+    assert min(r["train_loss"] for r in result.history[1:]) < result.history[0]["train_loss"]
+    assert result.history[-1]["val_accuracy"] > 0.5  # chance is 1/4
 
 
 def test_frozen_backbone_epochs_leave_the_backbone_untouched(data, tmp_path):

@@ -9,7 +9,11 @@ import emorec.training.trainer as trainer
 from emorec.config import load_config
 from emorec.errors import EmorecError
 from emorec.training.trainer import train
-from training_runs import SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config
+from training_runs import (  # noqa: F401 (one_thread is a fixture)
+    SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config, one_thread,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # MixUp, dropout, augmentation, weighted sampling and EMA all on: everything random must resume.
 RANDOM_PARTS = ("augment.mix_prob=0.5", "train.ema=true", "train.epochs=3")

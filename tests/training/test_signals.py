@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from emorec.training.signals import StopRequest
+from training_runs import one_thread  # noqa: F401 (a fixture)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -41,18 +42,20 @@ def test_a_second_signal_exits_at_once():
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
+def test_sigterm_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(tmp_path, one_thread):
     import torch
 
     from emorec.config import load_config
     from emorec.training.trainer import train
-    from training_runs import SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_overrides
+    from training_runs import (
+        ONE_THREAD_ENV, SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_overrides,
+    )
 
     data = make_images(tmp_path / "images", per_class=20)
     settings = ("data.batch_size=4", "optim.accumulation_steps=2", "augment.mix_prob=0.5", "train.ema=true")
     proc = subprocess.Popen([sys.executable, "-m", "emorec", "train", "--set",
                              *tiny_overrides(data, tmp_path, "stopped", *settings)],
-                            stderr=subprocess.PIPE, text=True)  # same thread count as this process: same sums
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_THREAD_ENV})
     seen = ""
     while "epoch 1/2" not in seen:  # the progress bar appears once training has started
         char = proc.stderr.read(1)

@@ -8,12 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from emorec.config import Config, load_config
 
 CLASSES = ("amusement", "anger", "awe", "fear")
+# Subprocesses run single-threaded too: the same thread count gives bit-identical sums.
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two
+    threads competing with other processes, and the results do not depend on the load."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_images(root: Path, per_class: int = 20, size: int = 40, seed: int = 0) -> Path:

@@ -59,7 +59,7 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grad_norm = float(torch.norm(torch.stack([g.detach().float().norm() for g in grads]))) if grads else 0.0
-    if not math.isfinite(float(loss)) or not math.isfinite(grad_norm):
+    if not math.isfinite(float(loss.detach())) or not math.isfinite(grad_norm):
         raise EmorecError(f"model {cfg.model.backbone}: non-finite loss or gradient on real images; check "
                           "model.weights and the data")
     return {
@@ -68,7 +68,7 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
         "input_shape": list(images.shape),
         "feature_map_shape": list(fmap.shape),
         "logits_shape": list(logits.shape),
-        "loss": float(loss),
+        "loss": float(loss.detach()),
         "grad_norm": grad_norm,
         "params": parameter_summary(model),
         "mean": list(data_cfg["mean"]), "std": list(data_cfg["std"]),

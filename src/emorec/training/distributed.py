@@ -104,6 +104,31 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def has_unused_parameters(model: torch.nn.Module, image_size: int, device: torch.device) -> bool:
+    """True when a forward + backward leaves some trainable parameter without a gradient.
+
+    timm backbones built with `num_classes=0` can keep layers that `forward_features` never calls
+    (ConvNeXt's head norm); DDP then waits forever for their gradients unless it is told to look
+    for unused parameters, which costs a graph traversal per step, so it is asked only when needed.
+    Eval mode: the probe must not move BatchNorm statistics.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(2, 3, image_size, image_size, device=device)
+        model(x).float().sum().backward()
+        return any(p.requires_grad and p.grad is None for p in model.parameters())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, image_size: int) -> torch.nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    unused = has_unused_parameters(model, image_size, device)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+
+
 class ShardSampler(Sampler[int]):
     """Contiguous, unpadded shards for evaluation.
 

@@ -157,7 +157,7 @@ class _Run:
     def _build(self) -> None:
         from emorec.data.dataset import ManifestDataset
         from emorec.data.sampling import class_weights
-        from emorec.data.transforms import build_eval_transform, build_train_transform
+        from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
         from emorec.models import backbone_data_config, build_model, model_signature, parameter_summary
         from emorec.training.losses import build_loss
         from emorec.training.mixing import build_mixup
@@ -193,11 +193,13 @@ class _Run:
         train_labels = self.label_map.encode([s.label for s in self.train_samples])
         weights = class_weights(train_labels, k, mode="balanced") if cfg.loss.class_weights == "balanced" else None
         self.loss_fn = build_loss(cfg.loss, weights).to(self.device)
-        self.mixup = build_mixup(cfg.augment, k, cfg.loss.label_smoothing)
+        # smoothing lives in the loss (it smooths every target); passing it here too would smooth twice
+        self.mixup = build_mixup(cfg.augment, k, 0.0)
 
         size = cfg.data.image_size
         train_ds = ManifestDataset(self.train_samples, self.label_map, build_train_transform(cfg, self.mean, self.std), size)
-        val_ds = ManifestDataset(self.val_samples, self.label_map, build_eval_transform(cfg, self.mean, self.std), size)
+        val_ds = ManifestDataset(self.val_samples, self.label_map, build_eval_transform(cfg, self.mean, self.std),
+                                 eval_resize_size(size))
         self.sampler = ResumableSampler(self._base_sampler(train_labels, k, train_ds), info.rank, info.world_size)
         self.batch_size = cfg.data.batch_size  # per process, as in torchvision's references
         drop_last = len(self.sampler.base) >= 2 * self.batch_size  # no size-1 BatchNorm batch, keep tiny sets
@@ -322,8 +324,7 @@ class _Run:
         if self.info.distributed:
             # Drop the old wrapper first: its reducer's gradient hooks go away with it.
             self.ddp_model = None
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp_model = dist_utils.wrap_ddp(self.model, self.device, self.cfg.data.image_size)
         else:
             self.ddp_model = self.model
         if self.cfg.model.freeze_backbone_epochs > 0:
