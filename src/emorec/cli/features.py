@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="image decoding processes")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--config", default=None, help="YAML config: data split and augmentation settings")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_extract)
@@ -55,6 +56,7 @@ def _extract(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         dtype=args.dtype,
+        device=args.device,
     )
     for split in cache.splits:
         info = cache.index["splits"][split]

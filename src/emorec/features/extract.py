@@ -111,6 +111,7 @@ def extract_features(
     dtype: str = "float16",
     progress: bool = True,
     log=print,
+    device: str = "cpu",
 ) -> FeatureCache:
     """Extract (or find in the cache) features of every split of `source`.
 
@@ -177,11 +178,12 @@ def extract_features(
         log(f"cache hit: {root}")
         return FeatureCache(root)
     log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
+    run_on = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(run_on, memory_format=torch.channels_last)
 
     with torch.inference_mode():
-        probe = model.forward_features(torch.zeros(1, 3, image_size, image_size))
+        probe = model.forward_features(torch.zeros(1, 3, image_size, image_size, device=run_on))
     channels = probe.shape[1]
 
     writer = CacheWriter(root, key, spec, label_map.names)
@@ -211,15 +213,15 @@ def extract_features(
             center = images[:, 0]
             stacked = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(n_aug)]
             x = torch.stack(stacked, dim=1).flatten(0, 1)  # (B * V, 3, H, W), sample-major
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(run_on).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 fmap = model.forward_features(x).float()
             pooled = fmap.mean(dim=(2, 3)).reshape(b, len(views), channels)
             rows_np = idx.numpy()
-            arrays["pooled"][rows_np] = pooled.numpy().astype(dtype)
+            arrays["pooled"][rows_np] = pooled.cpu().numpy().astype(dtype)
             if grid > 0:
                 g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), channels, grid, grid)
-                arrays["grid"][rows_np] = g.numpy().astype(dtype)
+                arrays["grid"][rows_np] = g.cpu().numpy().astype(dtype)
             arrays["valid"][rows_np] = True
             forwards += x.shape[0]
             bar.update(b)
@@ -241,6 +243,7 @@ def extract_features(
         "data_std": list(map(float, std)),
         "weights_path": str(Path(weights).resolve()) if weights else None,
         "pretrained": pretrained,
+        "device": str(run_on),
     }
     cache = writer.finish(rows, stats)
     log(
