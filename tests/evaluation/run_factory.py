@@ -28,11 +28,12 @@ def tiny_config(image_size: int = 32, tta_crops: int = 1, backbone: str = "test_
     })
 
 
-def make_run(run_dir: Path, dataset: Path, image_size: int = 32, tta_crops: int = 1, seed: int = 0) -> Path:
+def make_run(run_dir: Path, dataset: Path, image_size: int = 32, tta_crops: int = 1, seed: int = 0,
+             backbone: str = "test_resnet") -> Path:
     """A run dir over an ImageFolder `dataset`: every 3rd image test, every 3rd + 1 val."""
     from emorec.models.classifier import build_model
 
-    cfg = tiny_config(image_size, tta_crops)
+    cfg = tiny_config(image_size, tta_crops, backbone)
     names = sorted(d.name for d in dataset.iterdir() if d.is_dir())
     (run_dir / "checkpoints").mkdir(parents=True)
     with (run_dir / "manifest.csv").open("w", newline="") as f:

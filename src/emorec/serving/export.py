@@ -125,11 +125,19 @@ def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, tolerance
     example = torch.from_numpy(batch[:2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation on every call
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; the user needs one line
+            # Seen with ViTs run at a size other than their native one: timm then resamples the
+            # position embedding with antialiased bicubic interpolation, which ONNX cannot express.
+            raise EmorecError(
+                f"ONNX export of {loaded.cfg.model.backbone} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "use --format torchscript, or train at the backbone's native image size"
+            ) from e
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()
@@ -150,7 +158,13 @@ def export_torchscript(loaded, path: Path, batch: np.ndarray, metadata: dict, to
     model = loaded.model.cpu().eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit.trace is marked deprecated but still supported
-        traced = torch.jit.trace(model, torch.from_numpy(batch[:2]))
+        try:
+            traced = torch.jit.trace(model, torch.from_numpy(batch[:2]))
+        except Exception as e:  # noqa: BLE001 - tracing raises many types; the user needs one line
+            raise EmorecError(
+                f"TorchScript tracing of {loaded.cfg.model.backbone} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "use --format onnx"
+            ) from e
         torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
         reloaded = torch.jit.load(str(path), map_location="cpu")
     reference = _torch_logits(model, batch)
