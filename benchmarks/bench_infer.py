@@ -1,0 +1,193 @@
+"""Inference speed on CPU, in images/s, at batch 1 and batch 32 (224 px, synthetic input).
+
+emorec     the served path: the model exported by `serving.export.export_onnx` (opset 17, dynamic
+           batch, parity-checked against PyTorch) and run by `serving.onnx_runtime.OnnxClassifier`
+           (ONNX Runtime, CPU provider).
+reference  PyTorch eager under `torch.inference_mode()`.
+Also       `torch.compile` (inductor) of the same model, where it works on this machine; when it
+           fails or exceeds its time budget it is reported as unavailable with the reason.
+The model is emorec's `build_model` of the recipe head on tf_efficientnet_lite0 (pretrained=False:
+speed does not depend on the weights); while `emorec.models` is missing, a plain timm model with
+the same backbone (stated in the output).
+
+Target (issue 8): ONNX Runtime >= 1.3x eager at batch 32 on CPU.
+
+    python benchmarks/bench_infer.py --quick
+    python benchmarks/bench_infer.py --backbone resnet18 --no-compile
+Last line: `infer: emorec X vs reference Y images/s ratio=R` (ONNX Runtime vs eager, batch 32).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+NAME = "infer"
+CLASSES = 7
+SIZE = 224
+BATCHES = (1, 32)
+
+
+def build(backbone: str):
+    """(model in eval mode, what it is): emorec's classifier when available, else bare timm."""
+    import torch
+
+    torch.manual_seed(0)
+    mod, why = C.optional_import("emorec.models")
+    if mod is not None and hasattr(mod, "build_model"):
+        from emorec.config import Config
+
+        cfg = Config()
+        cfg.model.backbone, cfg.model.pretrained, cfg.model.weights = backbone, False, None
+        return mod.build_model(cfg.model, CLASSES).eval(), f"emorec build_model({backbone}, recipe head)"
+    import timm
+
+    why = why or "emorec.models.build_model unavailable (not exported yet)"
+    return timm.create_model(backbone, pretrained=False, num_classes=CLASSES).eval(), f"timm {backbone} ({why})"
+
+
+def export(model, path: Path, batch) -> tuple[object, str]:
+    """(callable numpy -> logits, how it was exported): emorec's exporter and runtime when present."""
+    mod, why = C.optional_import("emorec.serving.export")
+    if mod is not None:
+        from emorec.serving.onnx_runtime import OnnxClassifier
+        from emorec.serving.preprocess import Preprocessing
+
+        prep = Preprocessing(resize=[int(SIZE / 0.875)], crop=[SIZE, SIZE], interpolation="bilinear",
+                             mean=[0.5] * 3, std=[0.5] * 3)
+        metadata = {"labels": [f"class{i}" for i in range(CLASSES)], "preprocessing": prep.to_dict()}
+        diff = mod.export_onnx(types.SimpleNamespace(model=model), path, batch[:8], metadata)
+        return OnnxClassifier(path).logits, f"emorec serving.export.export_onnx + OnnxClassifier (max |diff| {diff:.1e})"
+    import onnxruntime as ort
+    import torch
+
+    torch.onnx.export(model, (torch.from_numpy(batch[:2]),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return (lambda x: session.run(None, {"image": x})[0]), f"torch.onnx.export + onnxruntime ({why})"
+
+
+class CompileTimeout(Exception):
+    pass
+
+
+def compiled(model, batch, budget_s: float):
+    """(callable, compile seconds, None) or (None, None, reason). Compiles for both batch sizes.
+
+    Inductor on a small CPU can take minutes (its C++ compiler runs per kernel); an alarm stops the
+    attempt at `budget_s` so a quick run stays quick. Compiled kernels are cached on disk
+    (/tmp/torchinductor_*), so a second run compiles much faster.
+    """
+    import signal
+
+    import torch
+
+    def on_alarm(signum, frame):
+        raise CompileTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm) if hasattr(signal, "SIGALRM") else None
+    if previous is not None:
+        signal.alarm(max(1, int(budget_s)))
+    t = time.perf_counter()
+    try:
+        fn = torch.compile(model, dynamic=False)
+        with torch.inference_mode():
+            for b in BATCHES:
+                fn(torch.from_numpy(batch[:b]))
+        return fn, time.perf_counter() - t, None
+    except CompileTimeout:
+        torch._dynamo.reset()
+        return None, None, f"compiling took over its {budget_s:.0f} s budget on this machine (raise --compile-budget)"
+    except Exception as e:  # noqa: BLE001 - any compiler failure means "unavailable here", with why
+        torch._dynamo.reset()
+        return None, None, f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    finally:
+        if previous is not None:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__)
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm backbone (default: tf_efficientnet_lite0)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on small machines)")
+    p.add_argument("--compile-budget", type=float, default=None, help="seconds allowed for compiling (default 70 quick, 600)")
+    args = p.parse_args(argv)
+    import numpy as np
+    import torch
+
+    repeats = args.repeats or (5 if args.quick else 11)
+    iters = {1: 8 if args.quick else 32, 32: 1 if args.quick else 3}  # calls per timed repeat
+    batch = np.random.default_rng(0).standard_normal((max(BATCHES), 3, SIZE, SIZE)).astype(np.float32)
+    model, model_src = build(args.backbone)
+    C.log(f"model: {model_src}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="emorec_bench_infer_"))
+    ort_fn, ort_src = export(model, tmp / "model.onnx", batch)
+    C.log(f"onnx: {ort_src}")
+
+    def eager(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    runners = {"eager": eager, "onnxruntime": ort_fn}
+    compile_info: dict = {"available": False}
+    if args.no_compile:
+        compile_info["reason"] = "skipped (--no-compile)"
+    else:
+        budget = args.compile_budget or (70.0 if args.quick else 600.0)
+        fn, secs, why = compiled(model, batch, budget)
+        if fn is None:
+            compile_info["reason"] = why
+        else:
+            compile_info = {"available": True, "compile_s": secs}
+
+            def run_compiled(x, fn=fn):
+                with torch.inference_mode():
+                    return fn(torch.from_numpy(x))
+
+            runners["torch.compile"] = run_compiled
+        C.log(f"torch.compile: {compile_info}")
+
+    results: dict[str, dict] = {}
+    for b in BATCHES:
+        x = np.ascontiguousarray(batch[:b])
+        for fn in runners.values():  # warm-up: allocator, thread pools, oneDNN primitives
+            fn(x)
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(repeats):  # round-robin, so load from other users hits every runtime alike
+            for k, fn in runners.items():
+                times[k] += C.timed(lambda fn=fn: [fn(x) for _ in range(iters[b])], 1)
+        results[f"batch{b}"] = {k: C.rate(b * iters[b], t) for k, t in times.items()}
+        C.log(f"batch {b}: " + ", ".join(f"{k} {r['per_s']:.1f} img/s" for k, r in results[f'batch{b}'].items()))
+
+    rows = []
+    for key, res in results.items():
+        for k in ("eager", "torch.compile", "onnxruntime"):
+            if k in res:
+                rows.append([f"{key} {k}", res[k]["per_s"], res[k]["per_s"] / res["eager"]["per_s"]])
+            elif k == "torch.compile":
+                rows.append([f"{key} {k}", "unavailable", "-"])
+    print(C.table(rows, ["runtime", "images/s", "vs eager"]))
+    notes = [f"model: {model_src}", f"onnx: {ort_src}",
+             "torch.compile: " + (f"{compile_info['compile_s']:.0f} s to compile both batch sizes"
+                                  if compile_info["available"] else f"unavailable: {compile_info['reason']}"),
+             f"{torch.get_num_threads()} torch threads, onnxruntime default threads, {repeats} repeats"]
+    b32 = results["batch32"]
+    C.finish(NAME, args, b32["onnxruntime"]["per_s"], b32["eager"]["per_s"], "images/s",
+             {"backbone": args.backbone, "model": model_src, "export": ort_src, "image_size": SIZE,
+              "repeats": repeats, "calls_per_repeat": iters, "compile": compile_info, "results": results,
+              "headline": "ONNX Runtime (emorec's exporter) vs PyTorch eager, batch 32"},
+             notes=notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
