@@ -40,6 +40,8 @@ def run_predict(args) -> int:
 
     if args.top_k < 1:
         raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".jsonl"):
+        raise EmorecError(f"--output {args.output} must end in .csv or .jsonl")
     paths, failures = collect_inputs(args.inputs)
     if not paths and not failures:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")

@@ -63,7 +63,7 @@ def _collate_indexed(batch):
 
 def _select_samples(run_dir: Path, split: str, data: str | None, label_names: list[str]):
     """(samples, output name, description) for a run split or an external dataset."""
-    from emorec.data.manifest import read_manifest
+    from emorec.data.manifest import CSV_NAMES, read_manifest
 
     if data is None:
         manifest_path = run_dir / "manifest.csv"
@@ -81,8 +81,9 @@ def _select_samples(run_dir: Path, split: str, data: str | None, label_names: li
             f"labels {', '.join(unknown)} in {data} are not known to the model (it knows: {', '.join(label_names)}); "
             "rename them to the model's labels or drop those images"
         )
-    source = Path(str(data))
-    name = source.stem if source.is_file() else source.name
+    source = Path(str(data)).resolve()
+    # A generic CSV name (labels.csv, manifest.csv) says less than the dataset folder it sits in.
+    name = (source.parent.name if source.name in CSV_NAMES else source.stem) if source.is_file() else source.name
     return manifest.samples, name, f"all {len(manifest.samples)} images of {data}"
 
 

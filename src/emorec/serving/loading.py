@@ -65,10 +65,16 @@ def load_run_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     model_cfg = dataclasses.replace(cfg.model, pretrained=False, weights=None)
     model = build_model(model_cfg, len(label_map))
     try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise EmorecError(f"checkpoint {checkpoint_path} does not fit the model its config describes ({first}); the file may be from another emorec version")
+        result = model.load_state_dict(ckpt["model"], strict=False)
+        problem = (
+            f"{len(result.missing_keys)} missing and {len(result.unexpected_keys)} unexpected weights, "
+            f"e.g. {(result.missing_keys + result.unexpected_keys)[0]}"
+            if result.missing_keys or result.unexpected_keys else None
+        )
+    except RuntimeError as e:  # shape mismatches
+        problem = " ".join(str(e).split())[:300]
+    if problem:
+        raise EmorecError(f"checkpoint {checkpoint_path} does not fit the model its config describes ({problem}); the file may be from another emorec version")
     model.eval().to(device)
     mean, std = list(ckpt["data_mean"]), list(ckpt["data_std"])
     transform = build_eval_transform(cfg, mean, std)
