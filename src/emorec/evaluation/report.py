@@ -59,8 +59,15 @@ def findings(metrics: dict, metrics_tta: dict | None = None, weakest: int = 2) -
 
 
 def _fmt(value) -> str:
+    """Metrics (0..1) with 4 decimals, larger numbers with thousands separators."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+        if abs(value) < 10:
+            return f"{value:.4f}"
+        return f"{int(value):,}" if value.is_integer() else f"{value:,.1f}"
     return str(value)
 
 
