@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/emorec demo --data "$(DATA)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	# one BLAS thread per process: two xdist workers on 2 cores, more threads only thrash
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
