@@ -11,7 +11,7 @@ import yaml
 from emorec.config import load_config
 from emorec.errors import EmorecError
 from emorec.training.run_dir import METRIC_COLUMNS
-from emorec.training.trainer import RunResult, resolve_amp, train
+from emorec.training.trainer import RunResult, cpu_threads_beside_workers, resolve_amp, train
 from training_runs import (  # noqa: F401 (one_thread is a fixture)
     checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config, one_thread,
 )
@@ -134,3 +134,11 @@ def test_amp_is_off_on_cpu_by_default_and_fp16_needs_cuda():
     assert resolve_amp("bf16", cpu) == torch.bfloat16
     with pytest.raises(EmorecError, match="fp16 needs a CUDA device"):
         resolve_amp("fp16", cpu)
+
+
+def test_cpu_training_leaves_the_loader_workers_their_cores(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert cpu_threads_beside_workers(2) == 14
+    assert cpu_threads_beside_workers(2, world_size=2) == 6  # (16 - 2 x 2 workers) / 2 ranks
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cpu_threads_beside_workers(2) == 1  # never below one thread
