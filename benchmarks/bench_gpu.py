@@ -133,12 +133,11 @@ def timed_rate(fn, seconds: float, min_repeats: int = 3) -> dict:
 
 
 def synthetic_phase(backbone: str, batch: int, size: int, budget_s: float, emorec_missing: str | None, device,
-                    compile_: bool) -> dict:
+                    compile_: bool, steps: int = 10, min_repeats: int = 3) -> dict:
     import torch
 
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, CLASSES, (batch,), device=device)
-    steps = 10
     data = [(x, y, 0)] * steps
     configs = [("reference", False), ("reference", True)] + ([("emorec", True)] if emorec_missing is None else [])
     out, steps_fast = {}, {}
@@ -146,9 +145,9 @@ def synthetic_phase(backbone: str, batch: int, size: int, budget_s: float, emore
         label = f"{kind} {'bf16+channels_last+compile' if fast else 'fp32 eager'}"
         t = time.perf_counter()
         step = Step(kind, backbone, fast, device, compile_)
-        step.run(data, 4)  # warm-up; compiles under torch.compile
+        step.run(data, min(4, steps))  # warm-up; compiles under torch.compile
         warm = time.perf_counter() - t
-        res = timed_rate(lambda: step.run(data, steps), budget_s / len(configs))
+        res = timed_rate(lambda: step.run(data, steps), budget_s / len(configs), min_repeats)
         res["warmup_s"] = warm
         out[label] = res
         C.log(f"{label}: {res['per_s']:.0f} img/s (warm-up/compile {warm:.0f} s)")
@@ -219,7 +218,7 @@ def forever(loader):
 
 
 def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: int, budget_s: float,
-              emorec_missing: str | None, device) -> dict:
+              emorec_missing: str | None, device, min_repeats: int = 3) -> dict:
     """Loader alone, then loader + step, for the emorec and the reference loaders."""
     from emorec.config import Config
 
@@ -243,13 +242,14 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
         "reference": make_loader(PlainFolder(paths, transform), plain_collate, batch, workers),
     }
     per_epoch = len(paths) // batch
+    per_call = min(per_epoch, 16)  # batches per timed call: several calls fit in a slice of the budget
     slice_s = budget_s / 4
     for name, loader in loaders.items():
         it = forever(loader)
         for _ in range(min(per_epoch, 2 * workers)):  # start the persistent workers, fill the prefetch queue
             next(it)
 
-        def load_only(n=per_epoch):
+        def load_only(n=per_call):
             seen = 0
             for _ in range(n):
                 x, _y, _s = next(it)
@@ -258,9 +258,9 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
             sync(device)
             return seen
 
-        out[f"{name} loader only"] = timed_rate(load_only, slice_s)
+        out[f"{name} loader only"] = timed_rate(load_only, slice_s, min_repeats)
         step = steps.get("emorec") or steps.get("reference")
-        out[f"{name} e2e"] = timed_rate(lambda: step.run(it, per_epoch), slice_s)
+        out[f"{name} e2e"] = timed_rate(lambda: step.run(it, per_call), slice_s, min_repeats)
         C.log(f"{name}: loader {out[f'{name} loader only']['per_s']:.0f} img/s, "
               f"e2e {out[f'{name} e2e']['per_s']:.0f} img/s")
         del it
@@ -270,7 +270,9 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
 def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.add_argument("--data", type=Path, help="folder of JPEGs (searched recursively); default: generated ones")
-    p.add_argument("--minutes", type=float, default=None, help="time budget for the measurements (default 1.5 quick, 6)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="time budget for the measurements (default 1.5 quick, 6); compiling adds about 1 min per "
+                        "compiled model on an H100 machine with 16 cores")
     p.add_argument("--backbone", default="resnet50", help="timm backbone (default: resnet50)")
     p.add_argument("--batch", type=int, default=256, help="micro-batch size (default: 256)")
     p.add_argument("--workers", type=int, default=16, help="DataLoader workers for the end-to-end run (default: 16)")
@@ -313,22 +315,24 @@ def main(argv=None) -> int:
             paths, data_src = image_files(args.data), f"{args.data} (given)"
         else:
             tmp = Path(tempfile.mkdtemp(prefix="emorec_bench_gpu_"))
-            count = 32 if args.cpu_smoke else 1024 if args.quick else 2048
+            count = 16 if args.cpu_smoke else 1024 if args.quick else 2048
             paths, data_src = make_jpegs(tmp, count), "generated 500x375 JPEGs"
-        if len(paths) < 2 * args.batch:
+        if len(paths) < (1 if args.cpu_smoke else 2) * args.batch:
             print(f"{NAME}: --data has {len(paths)} images; at least {2 * args.batch} are needed for batch {args.batch}")
             return 2
         # A small folder is repeated so one loader epoch holds enough batches: otherwise each epoch
         # boundary drains the workers' prefetch queue, which a real-sized dataset would not do.
-        target = (8 if args.cpu_smoke else 64) * args.batch
+        target = (2 if args.cpu_smoke else 64) * args.batch
         if len(paths) < target:
             reps = math.ceil(target / len(paths))
             data_src += f", each file listed {reps} times so an epoch has >= {target // args.batch} batches"
             paths = paths * reps
         C.log(f"data: {len(paths)} images, {data_src}")
-        syn = synthetic_phase(args.backbone, args.batch, args.size, budget * 0.5, missing, device, not args.cpu_smoke)
+        smoke = {"min_repeats": 1} if args.cpu_smoke else {}
+        syn = synthetic_phase(args.backbone, args.batch, args.size, budget * 0.5, missing, device, not args.cpu_smoke,
+                              steps=2 if args.cpu_smoke else 10, **smoke)
         steps = syn.pop("_steps")
-        e2e = e2e_phase(paths, steps, args.batch, args.size, args.workers, budget * 0.5, missing, device)
+        e2e = e2e_phase(paths, steps, args.batch, args.size, args.workers, budget * 0.5, missing, device, **smoke)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

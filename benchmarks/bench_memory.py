@@ -7,9 +7,9 @@ process tree every 0.2 s:
   main peak RSS   the command's own process, from the kernel (`os.wait4` rusage, ru_maxrss)
   tree peak PSS   the command plus its DataLoader workers, proportional set size summed (psutil;
                   shared copy-on-write pages counted once), the memory the run really costs
-Runs: `emorec train` for 1 epoch (test_resnet, pretrained=False, 64 px, batch 64, 2 workers, the
+Runs: `emorec train` for 1 epoch (test_resnet, pretrained=False, 48 px, batch 64, 2 workers, the
 recipe's augmentation, loss and sampler) on a CSV of N FER-2013 faces (80/10/10 split), then
-`emorec evaluate` of that run on all N (no TTA). Sizes: 1,000 and 32,298 (--quick: 500 and 4,000).
+`emorec evaluate` of that run on all N (no TTA). Sizes: 1,000 and 32,298 (--quick: 500 and 2,000).
 
 The headline compares the training epoch at the large size ("emorec") with the small size
 ("reference"): ratio = small peak / large peak, so 1.00 means perfectly flat and smaller means
@@ -37,23 +37,26 @@ import _common as C  # noqa: E402
 
 NAME = "memory"
 MB = 1024 * 1024
-TRAIN_SET = ["model.backbone=test_resnet", "model.pretrained=false", "data.image_size=64", "data.batch_size=64",
+TRAIN_SET = ["model.backbone=test_resnet", "model.pretrained=false", "data.image_size=48", "data.batch_size=64",
              "data.num_workers=2", "train.epochs=1", "eval.tta=false", "eval.batch_size=64", "optim.accumulation_steps=1"]
 
 
 def write_subset(labels_csv: Path, n: int, out: Path) -> int:
-    """CSV of `n` faces spread over the sorted list (every class present), absolute paths, 80/10/10."""
+    """CSV of `n` faces spread over the sorted list (every class present), absolute paths, about
+    80/10/10 within each class, so even the rarest class has validation and test images."""
     with open(labels_csv, newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
     if n < len(rows):
         step = len(rows) / n
         rows = [rows[int(i * step)] for i in range(n)]
     root = labels_csv.parent
+    seen: dict[str, int] = {}
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
-        for i, r in enumerate(rows):
-            w.writerow([str((root / r["path"]).resolve()), r["label"], "val" if i % 10 == 8 else "test" if i % 10 == 9 else "train"])
+        for r in rows:
+            j = seen[r["label"]] = seen.get(r["label"], -1) + 1
+            w.writerow([str((root / r["path"]).resolve()), r["label"], "val" if j % 10 == 0 else "test" if j % 10 == 1 else "train"])
     return len(rows)
 
 
@@ -114,11 +117,18 @@ def measure(cmd: list[str], cwd: Path) -> dict:
 
 
 def emorec_ready() -> str | None:
+    """Whether train and evaluate can run, found without importing them: this process must stay
+    small, because a child's ru_maxrss starts from the parent's resident size at fork (Linux)."""
+    import importlib.util
+
     for name in ("emorec.training.trainer", "emorec.evaluation.evaluate", "emorec.data.dataset", "emorec.models",
                  "emorec.training.losses", "emorec.training.mixing", "emorec.training.optim"):
-        mod, why = C.optional_import(name)
-        if mod is None:
-            return why
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return f"{name} unavailable (not found)"
     return None
 
 
@@ -126,7 +136,7 @@ def main(argv=None) -> int:
     p = C.parser(__doc__)
     p.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="numbers of images (default 1000 32298; quick 500 4000)")
     args = p.parse_args(argv)
-    small, large = args.sizes or ((500, 4000) if args.quick else (1000, 32298))
+    small, large = args.sizes or ((500, 2000) if args.quick else (1000, 32298))
     fer = C.shared_dataset("fer2013")
     if fer is None:
         print(f"{NAME}: skipped, ../shared/datasets/fer2013 is needed (not found under {C.SHARED})")

@@ -1,0 +1,86 @@
+"""The benchmark scripts run: each answers --help, the shared helpers write the promised JSON and
+headline, and the cheapest pieces run end to end at toy sizes (numbers are not checked, only
+that they are produced and well formed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+SCRIPTS = ["bench_loader.py", "bench_train_step.py", "bench_infer.py", "bench_gpu.py", "bench_memory.py"]
+HEADLINE = re.compile(r"^(\w+): emorec (\S+) vs reference (\S+) (.+) ratio=(\S+)$")
+
+sys.path.insert(0, str(BENCH))
+import _common as C  # noqa: E402
+
+
+def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_answers_help_with_quick(script):
+    proc = run(str(BENCH / script), "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout
+
+
+def test_finish_writes_json_and_ends_with_the_headline(tmp_path, capsys):
+    class Args:
+        quick, results = True, tmp_path
+
+    record = C.finish("demo", Args, 30.0, 10.0, "images/s", {"k": 1}, notes=["a note"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "demo: emorec 30 vs reference 10 images/s ratio=3.00"
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["ratio"] == pytest.approx(3.0) == record["ratio"]
+    assert {"cpu", "cores", "torch", "device"} <= set(saved["machine"])
+    assert saved["details"] == {"k": 1} and saved["notes"] == ["a note"]
+
+
+def test_a_missing_emorec_piece_is_reported_not_invented(tmp_path, capsys):
+    class Args:
+        quick, results = True, tmp_path
+
+    module, why = C.optional_import("emorec.no_such_module")
+    assert module is None and "emorec.no_such_module" in why
+    C.finish("demo", Args, None, 12.5, "images/s", {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "demo: emorec unavailable vs reference 12.5 images/s ratio=n/a"
+    assert json.loads((tmp_path / "demo.json").read_text())["emorec"] is None
+
+
+def test_rate_uses_the_median_of_repeats():
+    r = C.rate(100, [1.0, 10.0, 2.0])
+    assert r["per_s"] == pytest.approx(50.0)
+    assert r["best_per_s"] == pytest.approx(100.0)
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_code_path_runs_on_cpu_at_toy_size(tmp_path):
+    """Without CUDA the real run skips; --cpu-smoke drives the same steps and loaders on the CPU."""
+    proc = run(str(BENCH / "bench_gpu.py"), "--cpu-smoke", "--minutes", "0.02", "--results", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = HEADLINE.match(proc.stdout.strip().splitlines()[-1])
+    assert m and m.group(1) == "gpu", proc.stdout
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    assert saved["details"]["cpu_smoke"] is True
+    assert {"emorec loader only", "emorec e2e", "reference e2e"} <= set(saved["details"]["end_to_end"])
+
+
+def test_gpu_benchmark_skips_cleanly_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the skip path does not apply")
+    proc = run(str(BENCH / "bench_gpu.py"), "--quick", "--results", str(tmp_path), timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.strip().splitlines() == [proc.stdout.strip()]  # one line
+    assert "skipped, no CUDA device" in proc.stdout
+    assert not (tmp_path / "gpu.json").exists()
