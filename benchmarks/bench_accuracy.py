@@ -19,7 +19,6 @@ the rest); FER-2013 uses its official train/val splits with a 10% test split car
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import sys
@@ -33,20 +32,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 RESULTS = REPO / "benchmarks" / "results"
 PROBE_C = (0.01, 0.1, 1.0)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def scores(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
@@ -282,6 +273,9 @@ def main(argv=None) -> int:
         res["heads_seconds"] = round(time.perf_counter() - t0, 1)
         res["extract_seconds_this_run"] = extract_seconds[ds]
         all_results[ds] = res
+        partial = Path(args.output).with_suffix(".partial.json")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"command": command, "results": all_results}, indent=1))
     out = {
         "command": command,
         "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "device": args.device,
