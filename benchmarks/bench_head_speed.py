@@ -105,8 +105,10 @@ def main(argv=None) -> int:
         args.vectors, args.epochs, args.reference_epochs = 2000, 8, 1
     torch.set_num_threads(args.threads)
     channels, classes = 1280, 7
-    x, y = synthetic(args.vectors, channels, classes, views=3, seed=0)
-    xv, yv = synthetic(max(500, args.vectors // 10), channels, classes, views=2, seed=1)
+    # One draw split in two, so train and val share the class centres.
+    n_val = max(500, args.vectors // 10)
+    x, y = synthetic(args.vectors + n_val, channels, classes, views=3, seed=0)
+    x, y, xv, yv = x[:args.vectors], y[:args.vectors], x[args.vectors:, :2], y[args.vectors:]
     cfg = make_cfg(args.epochs)
 
     from emorec.features.head_training import bf16_available, head_batch_size

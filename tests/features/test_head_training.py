@@ -66,6 +66,14 @@ def test_early_stopping_ends_the_run_when_val_stops_improving():
     assert res.epochs_run < 60 and res.epochs_run - res.best_epoch == 3
 
 
+def test_a_run_of_a_few_steps_still_schedules():
+    # OneCycle needs two warm-up steps; 12 vectors x 2 epochs is 2 steps in all.
+    x, y = toy_features(12, views=1, seed=0)
+    cfg = small_head_cfg(epochs=2)
+    res = fit_head(make_head(cfg, 32, 3), x, y, x, y, cfg, 3)
+    assert res.epochs_run == 2
+
+
 def test_large_datasets_use_large_batches_small_ones_keep_steps():
     assert head_batch_size(20000, 32) == 1024
     assert head_batch_size(800, 32) == 50  # still 16 steps per epoch

@@ -159,11 +159,13 @@ def fit_head(
     train_x, train_y = train_x.to(device), train_y.to(device)
     val_x_dev = val_x.to(device)
     optimizer = torch.optim.AdamW(_param_groups(head, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    # OneCycleLR divides by its warm-up length in steps; tiny runs (a few steps) need >= 2 of them.
+    total_steps = max(epochs * steps_per_epoch, 4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=cfg.optim.max_lr,
-        total_steps=epochs * steps_per_epoch,
-        pct_start=cfg.optim.pct_start,
+        total_steps=total_steps,
+        pct_start=min(max(cfg.optim.pct_start, 2.0 / total_steps), 0.5),
         anneal_strategy=cfg.optim.anneal_strategy,
         div_factor=cfg.optim.max_lr / cfg.optim.lr,
         final_div_factor=cfg.optim.final_div_factor,
