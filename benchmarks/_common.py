@@ -33,7 +33,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on 2 CPU cores")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"folder for NAME.json (default: {RESULTS})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (and ONNX Runtime); default: the library's own. On a shared, loaded "
+                        "machine 1 thread avoids OpenMP threads waiting on each other (2 threads ran 14x slower "
+                        "than 1 under load here)")
     return p
+
+
+def apply_threads(args) -> None:
+    """Set torch's intra-op threads when --threads was given (recorded in machine_info)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def cpu_model() -> str:

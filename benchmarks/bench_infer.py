@@ -52,7 +52,7 @@ def build(backbone: str):
     return timm.create_model(backbone, pretrained=False, num_classes=CLASSES).eval(), f"timm {backbone} ({why})"
 
 
-def export(model, path: Path, batch) -> tuple[object, str]:
+def export(model, path: Path, batch, threads: int = 0) -> tuple[object, str]:
     """(callable numpy -> logits, how it was exported): emorec's exporter and runtime when present."""
     mod, why = C.optional_import("emorec.serving.export")
     if mod is not None:
@@ -63,14 +63,17 @@ def export(model, path: Path, batch) -> tuple[object, str]:
                              mean=[0.5] * 3, std=[0.5] * 3)
         metadata = {"labels": [f"class{i}" for i in range(CLASSES)], "preprocessing": prep.to_dict()}
         diff = mod.export_onnx(types.SimpleNamespace(model=model), path, batch[:8], metadata)
-        return OnnxClassifier(path).logits, f"emorec serving.export.export_onnx + OnnxClassifier (max |diff| {diff:.1e})"
+        return OnnxClassifier(path, threads=threads).logits, f"emorec serving.export.export_onnx + OnnxClassifier (max |diff| {diff:.1e})"
     import onnxruntime as ort
     import torch
 
     torch.onnx.export(model, (torch.from_numpy(batch[:2]),), str(path), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return (lambda x: session.run(None, {"image": x})[0]), f"torch.onnx.export + onnxruntime ({why})"
 
 
@@ -123,6 +126,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    C.apply_threads(args)
+
     repeats = args.repeats or (5 if args.quick else 11)
     iters = {1: 8 if args.quick else 32, 32: 1 if args.quick else 3}  # calls per timed repeat
     batch = np.random.default_rng(0).standard_normal((max(BATCHES), 3, SIZE, SIZE)).astype(np.float32)
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
     C.log(f"model: {model_src}")
 
     tmp = Path(tempfile.mkdtemp(prefix="emorec_bench_infer_"))
-    ort_fn, ort_src = export(model, tmp / "model.onnx", batch)
+    ort_fn, ort_src = export(model, tmp / "model.onnx", batch, args.threads or 0)
     C.log(f"onnx: {ort_src}")
 
     def eager(x):
@@ -179,7 +184,8 @@ def main(argv=None) -> int:
     notes = [f"model: {model_src}", f"onnx: {ort_src}",
              "torch.compile: " + (f"{compile_info['compile_s']:.0f} s to compile both batch sizes"
                                   if compile_info["available"] else f"unavailable: {compile_info['reason']}"),
-             f"{torch.get_num_threads()} torch threads, onnxruntime default threads, {repeats} repeats"]
+             f"{torch.get_num_threads()} torch threads, onnxruntime "
+             f"{args.threads or 'default'} threads, {repeats} repeats"]
     b32 = results["batch32"]
     C.finish(NAME, args, b32["onnxruntime"]["per_s"], b32["eager"]["per_s"], "images/s",
              {"backbone": args.backbone, "model": model_src, "export": ort_src, "image_size": SIZE,

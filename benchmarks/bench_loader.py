@@ -156,8 +156,9 @@ def measure(name: str, root: Path, paths: list[Path], transform, workers_list, r
         out["emorec_unavailable"] = why
     for w in workers_list:
         times = {"reference": [], "emorec": [], "emorec_cached": []}
-        for _ in range(repeats):
-            for side, ds in (("reference", ref), ("emorec", emo), ("emorec_cached", cached)):
+        for r in range(repeats):
+            order = [("reference", ref), ("emorec", emo), ("emorec_cached", cached)]
+            for side, ds in order[::-1] if r % 2 else order:  # ABBA: neither side always goes first
                 if ds is None:
                     continue
                 t = time.perf_counter()

@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    C.apply_threads(args)
+
     repeats = args.repeats or (5 if args.quick else 9)
     chunk = 2 if args.quick else 4  # micro-batches per timed repeat (even: whole accumulation groups)
     g = torch.Generator().manual_seed(0)
