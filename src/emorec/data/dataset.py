@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -30,24 +31,26 @@ class ManifestDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], label_map: LabelMap, transform, min_size: int | None = None):
-        self.samples = list(samples)
-        self.paths = [s.path for s in self.samples]
-        self.targets = label_map.encode([s.label for s in self.samples])
+        # Plain numpy arrays, not lists of Python objects: forked DataLoader workers touch the
+        # refcount of every object they read, which copies the parent's pages into each worker
+        # (pytorch/pytorch#13246) and makes worker memory grow with the dataset.
+        self.paths = np.array([s.path for s in samples])
+        self.targets = np.array(label_map.encode([s.label for s in samples]), dtype=np.int64)
         self.transform = transform
         self.min_size = min_size
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            image = load_rgb(self.paths[index], self.min_size)
+            image = load_rgb(str(self.paths[index]), self.min_size)
         except ImageLoadError as e:
             log.warning("skipping unreadable image %s: %s", e.path, e.reason)
             return None
         if self.transform is not None:
             image = self.transform(image)
-        return image, self.targets[index]
+        return image, int(self.targets[index])
 
 
 def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -34,8 +34,6 @@ class ImageLoadError(EmorecError):
 def open_image(path: str | Path, min_size: int | None = None) -> Image.Image:
     """Open and decode `path` (draft-scaled for JPEG when `min_size` is given), mode unchanged."""
     try:
-        if os.path.getsize(path) == 0:
-            raise ImageLoadError(path, "empty file (0 bytes)")
         image = Image.open(path)
         if min_size and image.format == "JPEG":
             # Requested box min_size x min_size: draft keeps both sides >= it, whatever the rotation.
@@ -47,6 +45,9 @@ def open_image(path: str | Path, min_size: int | None = None) -> Image.Image:
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found") from None
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, bomb errors...
+        # The size is looked at only on failure: a stat per image costs on 48 px faces.
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)") from None
         raise ImageLoadError(path, f"{type(e).__name__}: {e}") from None
 
 
@@ -76,7 +77,8 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     (or full size when the file is smaller). Raises `ImageLoadError` for unreadable files."""
     image = open_image(path, min_size)
     try:
-        image = ImageOps.exif_transpose(image) or image
+        # in_place: without it Pillow returns a full copy even when there is nothing to rotate.
+        ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
     except Exception as e:  # noqa: BLE001 - a corrupt EXIF block or odd mode must not crash a run
         raise ImageLoadError(path, f"{type(e).__name__}: {e}") from None
