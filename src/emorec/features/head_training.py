@@ -158,7 +158,8 @@ def fit_head(
     head.to(device)
     train_x, train_y = train_x.to(device), train_y.to(device)
     val_x_dev = val_x.to(device)
-    optimizer = torch.optim.AdamW(_param_groups(head, cfg.optim.weight_decay), lr=cfg.optim.lr)
+    # fused: one kernel for all parameters instead of a Python loop over them (8 ms a step here).
+    optimizer = torch.optim.AdamW(_param_groups(head, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
     # OneCycleLR divides by its warm-up length in steps; tiny runs (a few steps) need >= 2 of them.
     total_steps = max(epochs * steps_per_epoch, 4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
