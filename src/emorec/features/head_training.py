@@ -26,16 +26,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 
 from emorec.config import Config, save_config
 from emorec.errors import EmorecError
+from emorec.evaluation.metrics import macro_f1
 from emorec.features.cache import FeatureCache, find_cache
+from emorec.training.optim import param_groups
+from emorec.training.run_dir import METRIC_COLUMNS
 
-METRIC_COLUMNS = [
-    "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
-    "skipped_images", "bad_steps", "images_per_s", "epoch_seconds",
-]
 # Image batches of 32 make 600 tiny steps per epoch over 20k vectors; the head reaches the same
 # accuracy with larger batches (OneCycle rescales the schedule) at a fraction of the time.
 MAX_HEAD_BATCH = 1024
@@ -68,19 +66,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on norms and biases (they have one dimension)."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def macro_f1(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    return float(f1_score(targets, preds, labels=list(range(num_classes)), average="macro", zero_division=0))
 
 
 @torch.no_grad()
@@ -159,7 +144,7 @@ def fit_head(
     train_x, train_y = train_x.to(device), train_y.to(device)
     val_x_dev = val_x.to(device)
     # fused: one kernel for all parameters instead of a Python loop over them (8 ms a step here).
-    optimizer = torch.optim.AdamW(_param_groups(head, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
+    optimizer = torch.optim.AdamW(param_groups(head, cfg.optim.weight_decay), lr=cfg.optim.lr, fused=True)
     # OneCycleLR divides by its warm-up length in steps; tiny runs (a few steps) need >= 2 of them.
     total_steps = max(epochs * steps_per_epoch, 4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -408,7 +408,7 @@ class _Run:
             self._save_last(epoch, started, mid_epoch=True)
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
-        from sklearn.metrics import f1_score
+        from emorec.evaluation.metrics import macro_f1
 
         p = self.progress
         sums = torch.tensor([p.samples, p.loss_sum, p.correct, p.skipped_images], dtype=torch.float64)
@@ -430,8 +430,7 @@ class _Run:
             "train_accuracy": correct / samples if samples else math.nan,
             "val_loss": val_loss,
             "val_accuracy": float((preds == y).mean()) if len(y) else math.nan,
-            "val_macro_f1": float(f1_score(y, preds, average="macro", labels=list(range(len(self.label_map))),
-                                           zero_division=0)) if len(y) else math.nan,
+            "val_macro_f1": macro_f1(y, preds, len(self.label_map)) if len(y) else math.nan,
             "skipped_images": int(skipped),
             "bad_steps": p.bad_steps,
             "images_per_s": samples / seconds if seconds > 0 else 0.0,
