@@ -7,7 +7,8 @@ dataset, cached), so the table compares heads and training recipes, not backbone
   3. recipe         attention + MLP head, focal loss + balanced class weights + label smoothing,
                     weighted sampler, AdamW + OneCycle, early stopping on val macro-F1, training on
                     the cached augmented views, TTA (centre + mirror) at test time
-Model and hyper-parameter choices read the validation split only; each test split is scored once
+Model and hyper-parameter choices read the validation split only (for the recipe: feature mixup
+on/off and the head's width, HEAD_WIDTHS, chosen once on the first split's validation score); each test split is scored once
 per configuration. Emotion6 (1,584 images) uses 5 stratified folds (test = one fold, val = 15% of
 the rest); FER-2013 uses its official train/val splits with a 10% test split carved from train by
 `emorec.data.split.stratified_split`, one carve and one training seed per seed.
@@ -38,6 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 RESULTS = REPO / "benchmarks" / "results"
 PROBE_C = (0.01, 0.1, 1.0)
+# The recipe's default head and a narrow one (a quarter of the width, ~6x fewer weights on
+# 1280-d features): which one a dataset of ~1k-25k vectors supports is for validation to say.
+HEAD_WIDTHS = ((1024, 512, 256), (256, 128, 64))
 
 
 def scores(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
@@ -104,7 +108,7 @@ def linear_probe(xtr, ytr, xva, yva, xte, yte, log) -> tuple[dict, dict]:
 DEVICE = "cpu"
 
 
-def recipe_config(kind: str, seed: int, mixup: bool):
+def recipe_config(kind: str, seed: int, mixup: bool, widths=HEAD_WIDTHS[0]):
     from emorec.config import Config
 
     cfg = Config()
@@ -120,17 +124,21 @@ def recipe_config(kind: str, seed: int, mixup: bool):
         cfg.data.weighted_sampling = False
         cfg.augment.mixup_alpha = 0.0
         cfg.eval.tta = False
-    elif not mixup:
-        cfg.augment.mixup_alpha = 0.0
+    else:
+        cfg.model.hidden_dims = list(widths)
+        if not mixup:
+            cfg.augment.mixup_alpha = 0.0
     return cfg
 
 
-def train_and_test(kind, seed, mixup, xtr, ytr, xva, yva, xte, yte, k, log):
-    """Train one head with fit_head (val for early stopping), then score the test split once."""
+def train_and_test(kind, seed, choice, xtr, ytr, xva, yva, xte, yte, k, log):
+    """Train one head with fit_head (val for early stopping), then score the test split once.
+    `choice` = (feature mixup, hidden widths) for the recipe."""
     from emorec.features.head_training import fit_head, predict_probs
     from emorec.models.head import EmotionHead
 
-    cfg = recipe_config(kind, seed, mixup)
+    mixup, widths = choice
+    cfg = recipe_config(kind, seed, mixup, widths)
     if kind == "baseline":  # the seed's recipe saw each image as is: the centre view only
         xtr, xva, xte = xtr[:, :1], xva[:, :1], xte[:, :1]
     torch.manual_seed(seed)
@@ -142,7 +150,7 @@ def train_and_test(kind, seed, mixup, xtr, ytr, xva, yva, xte, yte, k, log):
     yte_np = yte.numpy()
     out = scores(yte_np, preds)
     log(
-        f"    {kind:<8} mixup={int(mixup)} epochs {res.epochs_run:3d} (best {res.best_epoch:3d}) "
+        f"    {kind:<8} mixup={int(mixup)} widths={'-'.join(map(str, cfg.model.hidden_dims)) or 'linear'} epochs {res.epochs_run:3d} (best {res.best_epoch:3d}) "
         f"val F1 {res.best_metric:.4f}  test F1 {out['macro_f1']:.4f}  {res.seconds:.0f} s"
     )
     return out, {"val_macro_f1": res.best_metric, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
@@ -158,7 +166,7 @@ def run_dataset(name, cache, partitions, log) -> dict:
     k = len(cache.label_names)
     results = {"probe": [], "baseline": [], "recipe": []}
     details = {"probe": [], "baseline": [], "recipe": []}
-    mixup_choice = None
+    choice = None
     for pid, train_rows, val_rows, test_rows in partitions:
         log(f"  {name} split {pid}: train {len(train_rows)} val {len(val_rows) if val_rows is not None else len(official_val)} test {len(test_rows)}")
         xtr, ytr = pooled[train_rows], labels[train_rows]
@@ -173,17 +181,19 @@ def run_dataset(name, cache, partitions, log) -> dict:
         d["seconds"] = round(time.perf_counter() - t, 1)
         log(f"    probe    C={d['C']} test F1 {s['macro_f1']:.4f}  {d['seconds']:.0f} s")
         results["probe"].append(s), details["probe"].append(d)
-        s, d = train_and_test("baseline", pid, False, xtr, ytr, xva, yva, xte, yte, k, log)
+        s, d = train_and_test("baseline", pid, (False, ()), xtr, ytr, xva, yva, xte, yte, k, log)
         results["baseline"].append(s), details["baseline"].append(d)
-        if mixup_choice is None:
-            # Feature mixup on or off: decided once, on the first split's validation score.
-            runs = {mix: train_and_test("recipe", pid, mix, xtr, ytr, xva, yva, xte, yte, k, log) for mix in (True, False)}
-            mixup_choice = max(runs, key=lambda mix: runs[mix][1]["val_macro_f1"])
-            log(f"    recipe feature mixup chosen on val: {mixup_choice}")
-            s, d = runs[mixup_choice]
+        if choice is None:
+            # Feature mixup on/off and the head width: decided once, on the first split's
+            # validation score (the test scores of the runs not chosen are never looked at).
+            grid = [(mix, w) for w in HEAD_WIDTHS for mix in (True, False)]
+            runs = {c: train_and_test("recipe", pid, c, xtr, ytr, xva, yva, xte, yte, k, log) for c in grid}
+            choice = max(runs, key=lambda c: runs[c][1]["val_macro_f1"])
+            log(f"    recipe chosen on val: feature mixup {choice[0]}, widths {choice[1]}")
+            s, d = runs[choice]
         else:
-            s, d = train_and_test("recipe", pid, mixup_choice, xtr, ytr, xva, yva, xte, yte, k, log)
-        d["mixup"] = mixup_choice
+            s, d = train_and_test("recipe", pid, choice, xtr, ytr, xva, yva, xte, yte, k, log)
+        d["mixup"], d["hidden_dims"] = choice[0], list(choice[1])
         results["recipe"].append(s), details["recipe"].append(d)
     summary = {}
     for conf, rows in results.items():

@@ -31,6 +31,10 @@ class DataConfig:
     test_fraction: float = 0.1  # 80/10/10: the 17,149 / 2,145 / 2,145 split of the recipe
     split_seed: int = 42
     weighted_sampling: bool = True
+    # Weighted sampling draws class c with probability ~ count_c ** (1 - sampling_power): 1 draws
+    # every class equally often, 0.5 splits the balancing with the loss's class weights (which
+    # then correct only what the sampler left), so rare images are repeated ~sqrt as often.
+    sampling_power: float = 0.5
     pin_memory: bool = True
     persistent_workers: bool = True
     cache_dir: str | None = None  # pre-resized copy written by `emorec data cache`

@@ -12,7 +12,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DistributedSampler
 
 from emorec.config import Config
-from emorec.data.sampling import DistributedWeightedSampler, build_sampler, class_weights, sample_weights
+from emorec.data.sampling import (DistributedWeightedSampler, build_sampler, class_weights, loss_class_weights,
+                                  sample_weights)
 
 LABELS = [0] * 300 + [1] * 60 + [2] * 15  # 20:4:1, like FER-2013's happy : fear : disgust
 
@@ -33,6 +34,40 @@ def test_weighted_sampler_draws_classes_about_equally():
     drawn = Counter(LABELS[i] for i in sampler)
     assert len(sampler) == 6000
     assert all(abs(drawn[c] / 6000 - 1 / 3) < 0.03 for c in range(3))
+
+
+def test_sampling_power_one_half_draws_classes_by_the_square_root_of_their_counts():
+    sampler = DistributedWeightedSampler(sample_weights(LABELS, 3, power=0.5), 20000, 1, 0, seed=0)
+    drawn = Counter(LABELS[i] for i in sampler)
+    roots = np.sqrt([300, 60, 15])
+    assert all(abs(drawn[c] / 20000 - roots[c] / roots.sum()) < 0.02 for c in range(3))
+
+
+@pytest.mark.parametrize("sampling, power", [(False, 0.5), (True, 0.0), (True, 0.5), (True, 1.0)])
+def test_sampler_and_loss_weights_together_give_every_class_the_same_share(sampling, power):
+    # Expected loss mass of class c = P(draw c) * w_c: equal for every class, once, whatever
+    # the split between sampler and loss (before, a full sampler times full weights squared it).
+    cfg = Config()
+    cfg.data.weighted_sampling, cfg.data.sampling_power = sampling, power
+    drawn = np.bincount(LABELS).astype(float)
+    if sampling:
+        drawn = drawn * sample_weights(LABELS, 3, power).numpy()[[0, 300, 360]]
+    share = drawn / drawn.sum() * loss_class_weights(LABELS, 3, cfg).numpy()
+    assert np.allclose(share, share[0])
+    assert np.isclose(share.sum(), 1.0)  # the mean weight of a drawn sample stays 1
+    if sampling and power == 1.0:
+        assert torch.equal(loss_class_weights(LABELS, 3, cfg), torch.ones(3))
+
+
+def test_loss_weights_none_and_bad_sampling_power():
+    from emorec.errors import EmorecError
+
+    cfg = Config()
+    cfg.loss.class_weights = "none"
+    assert loss_class_weights(LABELS, 3, cfg) is None
+    cfg.loss.class_weights, cfg.data.sampling_power = "balanced", 1.5
+    with pytest.raises(EmorecError, match="data.sampling_power"):
+        loss_class_weights(LABELS, 3, cfg)
 
 
 def test_ranks_share_one_draw_disjointly_and_each_epoch_differs():

@@ -52,10 +52,34 @@ def test_soft_targets_by_hand():
 
 
 def test_label_smoothing_by_hand():
-    # eps 0.2 over 2 classes: target 1 becomes (0.1, 0.9):
-    # 0.1 * 0.1949476 + 0.9 * 0.0044950 = 0.0235403
+    # eps 0.2 over 2 classes: target 1 becomes (0.1, 0.9), and the focal factor is the target's:
+    # 0.25 * (1 - 3/4)^2 * (0.9 * -ln(3/4) + 0.1 * -ln(1/4)) = 0.25 * 0.0625 * 0.3975419 = 0.0062116
     loss = FocalLoss(label_smoothing=0.2)
-    assert float(loss(LOGITS_2, torch.tensor([1]))) == pytest.approx(0.0235403, abs=1e-6)
+    assert float(loss(LOGITS_2, torch.tensor([1]))) == pytest.approx(0.0062116, abs=1e-6)
+
+
+def _sample_weighted_cross_entropy(logits, targets, weight, smoothing):
+    per_sample = F.cross_entropy(logits, targets, reduction="none", label_smoothing=smoothing)
+    return (weight[targets] * per_sample).sum() / weight[targets].sum()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_heavy_class_weights_with_smoothing_keep_the_optimum_on_the_true_class(gamma):
+    # FER-2013's balanced weights. Weighting the smoothing mass by the column it lands on (what
+    # F.cross_entropy(weight=, label_smoothing=) does) moves the optimum of a "happy" image to
+    # 28% "disgust" (gamma 2) or 18% (gamma 0), and a model trained so predicts the rare class.
+    weight = torch.tensor([1.027, 9.407, 1.001, 0.568, 0.826, 0.849, 1.293])
+    loss = FocalLoss(gamma=gamma, alpha=0.25, weight=weight, label_smoothing=0.1)
+    logits = torch.zeros(1, 7, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(1500):
+        opt.zero_grad()
+        loss(logits, torch.tensor([3])).backward()
+        opt.step()
+    p = torch.softmax(logits.detach(), dim=1)[0]
+    assert int(p.argmax()) == 3 and float(p[3]) > 0.9
+    assert float(p[1]) < 0.02  # no more on the heavily weighted class than on any other
+    assert torch.allclose(p[[0, 1, 2, 4, 5, 6]], p[0].expand(6), atol=2e-3)
 
 
 def test_three_classes_gamma_one_by_hand():
@@ -73,6 +97,11 @@ def test_gamma_zero_alpha_one_is_cross_entropy_for_hard_targets(smoothing, weigh
     weight = torch.rand(5) + 0.5 if weighted else None
     ours = FocalLoss(gamma=0.0, alpha=1.0, weight=weight, label_smoothing=smoothing)(logits, targets)
     theirs = F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
+    if weighted and smoothing:
+        # PyTorch weights the smoothing mass by its column; here each image's whole loss carries
+        # its own class weight (see the module docstring).
+        assert not torch.allclose(ours, theirs, atol=1e-4)
+        theirs = _sample_weighted_cross_entropy(logits, targets, weight, smoothing)
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
@@ -107,7 +136,7 @@ def test_build_loss_modes():
     focal = build_loss(cfg, weights)
     assert isinstance(focal, FocalLoss) and (focal.gamma, focal.alpha) == (2.0, 0.25)
     ce = build_loss(dataclasses.replace(cfg, name="ce"), weights)
-    assert torch.allclose(ce(logits, targets), F.cross_entropy(logits, targets, weight=weights, label_smoothing=0.1))
+    assert torch.allclose(ce(logits, targets), _sample_weighted_cross_entropy(logits, targets, weights, 0.1))
     combined = build_loss(dataclasses.replace(cfg, name="combined", ce_weight=0.5), weights)
     assert isinstance(combined, CombinedLoss)
     assert torch.allclose(combined(logits, targets), focal(logits, targets) + 0.5 * ce(logits, targets))

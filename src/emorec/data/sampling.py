@@ -1,7 +1,15 @@
 """Class weights and class-balanced sampling, single-process or distributed.
 
 `class_weights(mode="balanced")` is scikit-learn's `compute_class_weight("balanced")`:
-n_samples / (n_classes * count). `DistributedWeightedSampler` draws every epoch's indices with a
+n_samples / (n_classes * count).
+
+The weighted sampler and the loss's class weights share one balancing budget
+(`loss_class_weights`): the sampler draws class c in proportion to count_c ** (1 - power), and
+the loss weights are "balanced" against *that* drawn distribution, so their product gives every
+class the same expected share of the loss whatever the power. Applying both in full (sampler
+balanced, then weights balanced against the raw counts) squares the correction: on FER-2013 the
+rarest class (disgust, 1.5%) then carried ~60% of the loss, and full fine-tuning predicted it for
+90% of the images (benchmarks/RESULTS.md). `DistributedWeightedSampler` draws every epoch's indices with a
 generator seeded by (seed + epoch), the same on every rank, then gives rank r the strided share
 `indices[r::world_size]` (DistributedSampler's layout), so the shares are disjoint and N ranks
 together see exactly what one process would.
@@ -17,23 +25,55 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 
-def class_weights(label_indices: Sequence[int], num_classes: int, mode: str = "balanced") -> torch.Tensor:
-    """Per-class weights (num_classes,); a class absent from `label_indices` gets weight 0."""
+def _counts(label_indices: Sequence[int], num_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(label_indices, dtype=np.int64), minlength=num_classes).astype(np.float64)
+
+
+def class_weights(label_indices: Sequence[int], num_classes: int, mode: str = "balanced",
+                  drawn_power: float = 0.0) -> torch.Tensor:
+    """Per-class weights (num_classes,); a class absent from `label_indices` gets weight 0.
+    `drawn_power` > 0 balances against the class distribution a sampler of that power draws
+    (count ** (1 - drawn_power)) instead of the raw counts; 1 gives all-ones weights."""
     if mode == "none":
         return torch.ones(num_classes, dtype=torch.float32)
     if mode != "balanced":
         raise ValueError(f"unknown class weight mode {mode!r}")
-    counts = np.bincount(np.asarray(label_indices, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    counts = _counts(label_indices, num_classes)
     present = counts > 0
+    drawn = counts[present] ** (1.0 - drawn_power)
     weights = np.zeros(num_classes)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights[present] = drawn.sum() / (present.sum() * drawn)
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def sample_weights(label_indices: Sequence[int], num_classes: int) -> torch.Tensor:
-    """One weight per sample, its class's balanced weight: every class is drawn equally often."""
-    per_class = class_weights(label_indices, num_classes).double()
-    return per_class[torch.as_tensor(np.asarray(label_indices, dtype=np.int64))]
+def sample_weights(label_indices: Sequence[int], num_classes: int, power: float = 1.0) -> torch.Tensor:
+    """One draw weight per sample, count(class) ** -power: 1 draws every class equally often,
+    0 draws the data as it is."""
+    counts = _counts(label_indices, num_classes)
+    per_class = np.zeros(num_classes)
+    per_class[counts > 0] = counts[counts > 0] ** -power
+    return torch.as_tensor(per_class)[torch.as_tensor(np.asarray(label_indices, dtype=np.int64))]
+
+
+def sampling_power(cfg) -> float:
+    """The weighted sampler's power under `cfg` (a Config or its DataConfig); 0 without one."""
+    data = getattr(cfg, "data", cfg)
+    if not data.weighted_sampling:
+        return 0.0
+    if not 0.0 <= data.sampling_power <= 1.0:
+        from emorec.errors import EmorecError
+
+        raise EmorecError(f"data.sampling_power={data.sampling_power}: must be in [0, 1] "
+                          "(1 draws every class equally often)")
+    return float(data.sampling_power)
+
+
+def loss_class_weights(label_indices: Sequence[int], num_classes: int, cfg) -> torch.Tensor | None:
+    """The loss's class weights under `cfg` (None for `loss.class_weights: none`), balanced
+    against what the weighted sampler draws, so sampler and loss together balance once."""
+    if cfg.loss.class_weights == "none":
+        return None
+    return class_weights(label_indices, num_classes, cfg.loss.class_weights, drawn_power=sampling_power(cfg))
 
 
 def _world() -> tuple[int, int]:
@@ -98,7 +138,8 @@ def build_sampler(label_indices: Sequence[int], num_classes: int, cfg, distribut
     world, rank = _world() if distributed else (1, 0)
     n = len(label_indices)
     if data.weighted_sampling:
-        return DistributedWeightedSampler(sample_weights(label_indices, num_classes), n, world, rank, seed)
+        draw = sample_weights(label_indices, num_classes, sampling_power(cfg))
+        return DistributedWeightedSampler(draw, n, world, rank, seed)
     if distributed:
         return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     return None

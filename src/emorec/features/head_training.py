@@ -120,7 +120,7 @@ def fit_head(
     and mixup of feature vectors when `cfg.augment.mixup_alpha > 0` (unless `feature_mixup`
     says otherwise). `on_epoch(row, head, state)` is called after every epoch (checkpoints).
     """
-    from emorec.data.sampling import class_weights, sample_weights
+    from emorec.data.sampling import loss_class_weights, sample_weights, sampling_power
     from emorec.training.losses import build_loss
 
     device = _device(cfg.train.device)
@@ -134,9 +134,9 @@ def fit_head(
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     val_views = val_views or (val_x.shape[1] if cfg.eval.tta else 1)
     labels_list = train_y.tolist()
-    weights = class_weights(labels_list, num_classes, mode="balanced") if cfg.loss.class_weights == "balanced" else None
+    weights = loss_class_weights(labels_list, num_classes, cfg)
     criterion = build_loss(cfg.loss, weights.to(device) if weights is not None else None)
-    draw_weights = sample_weights(labels_list, num_classes) if cfg.data.weighted_sampling else None
+    draw_weights = sample_weights(labels_list, num_classes, sampling_power(cfg)) if cfg.data.weighted_sampling else None
     use_mixup = cfg.augment.mixup_alpha > 0 and cfg.augment.mix_prob > 0 if feature_mixup is None else feature_mixup
     beta = torch.distributions.Beta(cfg.augment.mixup_alpha, cfg.augment.mixup_alpha) if use_mixup else None
 

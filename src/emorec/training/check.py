@@ -20,7 +20,7 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
     from emorec.data.dataset import ManifestDataset, collate_skip
     from emorec.data.labels import LabelMap
     from emorec.data.manifest import read_manifest
-    from emorec.data.sampling import class_weights
+    from emorec.data.sampling import loss_class_weights
     from emorec.data.split import ensure_splits
     from emorec.data.transforms import build_train_transform
     from emorec.models import backbone_data_config, build_model, parameter_summary
@@ -49,7 +49,7 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
                           "unreadable); run `emorec data check` on it")
     images, targets = images.to(device), targets.to(device)
     labels = label_map.encode([s.label for s in train.samples])
-    weights = class_weights(labels, k, mode="balanced") if cfg.loss.class_weights == "balanced" else None
+    weights = loss_class_weights(labels, k, cfg)
     loss_fn = build_loss(cfg.loss, weights).to(device)
 
     model.train()

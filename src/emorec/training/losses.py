@@ -2,23 +2,34 @@
 
 Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) down-weights the
 examples the model already gets right, so training time goes to hard and rare ones. Multi-class
-form used here, for a target distribution t (one-hot, smoothed and/or mixed) and probabilities p:
+form used here, for a target distribution t (one-hot or mixed, *before* smoothing), class
+weights w and probabilities p:
 
-    l_i = -sum_k  t_ik * alpha * w_k * (1 - p_ik)^gamma * log p_ik
+    l_i = alpha * sum_k  t_ik * w_k * (1 - p_ik)^gamma * CE(smooth(e_k), p_i)
 
-    loss = sum_i l_i / sum_i sum_k t_ik * w_k        (t before label smoothing)
+    loss = sum_i l_i / sum_i sum_k t_ik * w_k
 
-- `alpha` is a scalar factor (the paper's alpha balances positives against negatives in the
-  binary case; per-class balancing is what `weight` is for, e.g. sklearn's "balanced" weights).
+where e_k is the one-hot target of class k and smooth(e) = (1 - eps) * e + eps / K.
+
+- The loss is linear in t: a MixUp target lam * e_a + (1 - lam) * e_b costs
+  lam * l(a) + (1 - lam) * l(b), the usual MixUp loss.
+- Each target class k carries its class weight w_k (`weight`, e.g. sklearn's "balanced") and its
+  focal factor (1 - p_k)^gamma, and label smoothing acts *inside* that term. This is on purpose
+  different from `F.cross_entropy(weight=..., label_smoothing=...)`, which weights the smoothing
+  mass by the weight of the column it lands on: with FER-2013's balanced weights (disgust ~9.4,
+  happy ~0.57) that pulls every image towards the rarest class, and the per-image optimum of a
+  "happy" image under focal loss put 28% of its probability on "disgust" (measured;
+  tests/training/test_losses.py keeps the optimum on the true class). A model trained that way
+  predicted "disgust" for 90% of the test images (benchmarks/RESULTS.md).
+- Likewise the focal factor is the one of the target class only; applying it to the smoothing
+  mass of the other classes (where p_k is small, so the factor is ~1) would outweigh a confident
+  true class and cap its probability.
 - The normaliser is the total class weight of the batch, which is what `F.cross_entropy` does for
-  hard targets with `weight`; using the target distribution for it extends that to soft targets,
-  so a one-hot soft target gives exactly the loss of its hard label, mixed or unmixed batches
-  have the same scale, and without weights it is the plain batch mean.
-- Label smoothing is applied to every target, hard or soft, as `F.cross_entropy` does:
-  t <- (1 - eps) * t + eps / K. With gamma = 0, alpha = 1 the loss equals `F.cross_entropy`
-  (weights, label smoothing and soft targets included; for soft targets with class weights
-  PyTorch divides by the batch size instead, the one place the two differ). Smoothing is meant to
-  happen here only: MixUp targets handed to this loss should be unsmoothed.
+  hard targets with `weight`, so a one-hot soft target gives exactly the loss of its hard label,
+  mixed or unmixed batches have the same scale, and without weights it is the plain batch mean.
+- With gamma = 0, alpha = 1 the loss equals `F.cross_entropy` for hard targets (weights or label
+  smoothing, not both) and for unweighted soft targets with or without smoothing. Smoothing is
+  meant to happen here only: MixUp targets handed to this loss should be unsmoothed.
 """
 
 from __future__ import annotations
@@ -52,15 +63,17 @@ class FocalLoss(nn.Module):
             targets = F.one_hot(targets.long(), num_classes).to(log_p.dtype)
         else:
             targets = targets.to(log_p.dtype)
-        weight = self.weight if self.weight is not None else torch.ones(num_classes, device=logits.device)
-        weight = weight.to(log_p.dtype)
-        normaliser = (targets * weight).sum()
-        if self.label_smoothing > 0:
-            targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
-        per_class = -log_p * weight
+        if self.weight is not None:
+            targets = targets * self.weight.to(log_p.dtype)  # t_ik * w_k
+        # (B, K): cross-entropy of the smoothed one-hot target of each class k.
+        eps = self.label_smoothing
+        per_class = -(1.0 - eps) * log_p
+        if eps > 0:
+            per_class = per_class - (eps / num_classes) * log_p.sum(dim=-1, keepdim=True)
         if self.gamma > 0:
             per_class = per_class * (1.0 - log_p.exp()).pow(self.gamma)
-        return self.alpha * (targets * per_class).sum() / normaliser.clamp_min(torch.finfo(log_p.dtype).tiny)
+        normaliser = targets.sum().clamp_min(torch.finfo(log_p.dtype).tiny)
+        return self.alpha * (targets * per_class).sum() / normaliser
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, alpha={self.alpha}, label_smoothing={self.label_smoothing}"

@@ -176,7 +176,7 @@ class _Run:
 
     def _build(self) -> None:
         from emorec.data.dataset import ManifestDataset
-        from emorec.data.sampling import class_weights
+        from emorec.data.sampling import loss_class_weights
         from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
         from emorec.models import backbone_data_config, build_model, model_signature, parameter_summary
         from emorec.training.losses import build_loss
@@ -211,7 +211,7 @@ class _Run:
         seed_everything(cfg.train.seed + info.rank)
 
         train_labels = self.label_map.encode([s.label for s in self.train_samples])
-        weights = class_weights(train_labels, k, mode="balanced") if cfg.loss.class_weights == "balanced" else None
+        weights = loss_class_weights(train_labels, k, cfg)
         self.loss_fn = build_loss(cfg.loss, weights).to(self.device)
         # smoothing lives in the loss (it smooths every target); passing it here too would smooth twice
         self.mixup = build_mixup(cfg.augment, k, 0.0)
@@ -257,11 +257,12 @@ class _Run:
         is a function of (seed, epoch) and the run can restart mid-epoch)."""
         from torch.utils.data import DistributedSampler
 
-        from emorec.data.sampling import DistributedWeightedSampler, sample_weights
+        from emorec.data.sampling import DistributedWeightedSampler, sample_weights, sampling_power
 
         info, seed = self.info, self.cfg.train.seed
         if self.cfg.data.weighted_sampling:
-            return DistributedWeightedSampler(sample_weights(train_labels, k), len(train_labels),
+            draw = sample_weights(train_labels, k, sampling_power(self.cfg))
+            return DistributedWeightedSampler(draw, len(train_labels),
                                               num_replicas=info.world_size, rank=info.rank, seed=seed)
         return DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
 
