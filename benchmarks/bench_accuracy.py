@@ -44,11 +44,17 @@ PROBE_C = (0.01, 0.1, 1.0)
 HEAD_WIDTHS = ((1024, 512, 256), (256, 128, 64))
 
 
-def scores(targets: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+def scores(targets: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Test scores from (N, K) class probabilities: top-1, macro / weighted F1 and the expected
+    calibration error (emorec's 15-bin ECE, the one `emorec evaluate` reports)."""
+    from emorec.evaluation.metrics import expected_calibration_error
+
+    preds = probs.argmax(-1)
     return {
         "top1": float(accuracy_score(targets, preds)),
         "macro_f1": float(f1_score(targets, preds, average="macro")),
         "weighted_f1": float(f1_score(targets, preds, average="weighted")),
+        "ece": float(expected_calibration_error(probs, targets)),
     }
 
 
@@ -101,8 +107,9 @@ def linear_probe(xtr, ytr, xva, yva, xte, yte, log) -> tuple[dict, dict]:
         log(f"    probe C={c:<5} val macro-F1 {f1:.4f}")
         if best is None or f1 > best[0]:
             best = (f1, c, clf)
-    preds = best[2].predict(xte)
-    return scores(yte, preds), {"C": best[1], "val_macro_f1": float(best[0]), "per_class_f1": per_class_f1(yte, preds, len(set(ytr)))}
+    probs = best[2].predict_proba(xte)
+    return scores(yte, probs), {"C": best[1], "val_macro_f1": float(best[0]),
+                                "per_class_f1": per_class_f1(yte, probs.argmax(-1), len(set(ytr)))}
 
 
 DEVICE = "cpu"
@@ -146,9 +153,10 @@ def train_and_test(kind, seed, choice, xtr, ytr, xva, yva, xte, yte, k, log):
     head = EmotionHead(xtr.shape[2], k, m.attention, m.attention_reduction, m.hidden_dims, m.dropout, m.activation)
     res = fit_head(head, xtr, ytr, xva, yva, cfg, k)
     views = xte.shape[1] if cfg.eval.tta else 1
-    preds = predict_probs(head, xte, views).argmax(-1).numpy()
+    probs = predict_probs(head, xte, views).numpy()
+    preds = probs.argmax(-1)
     yte_np = yte.numpy()
-    out = scores(yte_np, preds)
+    out = scores(yte_np, probs)
     log(
         f"    {kind:<8} mixup={int(mixup)} widths={'-'.join(map(str, cfg.model.hidden_dims)) or 'linear'} epochs {res.epochs_run:3d} (best {res.best_epoch:3d}) "
         f"val F1 {res.best_metric:.4f}  test F1 {out['macro_f1']:.4f}  {res.seconds:.0f} s"
@@ -199,7 +207,7 @@ def run_dataset(name, cache, partitions, log) -> dict:
     for conf, rows in results.items():
         summary[conf] = {
             m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
-            for m in ("top1", "macro_f1", "weighted_f1")
+            for m in ("top1", "macro_f1", "weighted_f1", "ece")
         }
     return {"summary": summary, "runs": results, "details": details, "label_names": cache.label_names,
             "extraction": cache.index.get("stats", {}), "spec": {k_: v for k_, v in cache.spec.items() if k_ != "augment"}}
@@ -208,11 +216,11 @@ def run_dataset(name, cache, partitions, log) -> dict:
 def table(all_results: dict, command: str) -> str:
     names = {"probe": "linear probe (LogReg, C on val)", "baseline": "baseline recipe (linear head, CE)",
              "recipe": "recipe (attention+MLP, focal, sampler, TTA)"}
-    lines = ["| dataset | configuration | top-1 | macro-F1 | weighted F1 |", "|---|---|---:|---:|---:|"]
+    lines = ["| dataset | configuration | top-1 | macro-F1 | weighted F1 | ECE |", "|---|---|---:|---:|---:|---:|"]
     for ds, res in all_results.items():
         for conf, label in names.items():
             s = res["summary"][conf]
-            cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in ("top1", "macro_f1", "weighted_f1")]
+            cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in ("top1", "macro_f1", "weighted_f1", "ece")]
             lines.append(f"| {ds} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
 

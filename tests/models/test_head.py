@@ -21,6 +21,18 @@ def test_channel_attention_scales_each_channel_by_a_gate_between_zero_and_one():
     assert bool(((gate > 0) & (gate < 1)).all())
 
 
+def test_channel_attention_computes_what_timm_se_module_computes_with_the_same_weights():
+    # The gate goes through F.linear instead of 1x1 convolutions (a slow path on CPU): same numbers.
+    from timm.layers import SEModule
+
+    torch.manual_seed(1)
+    ours = ChannelAttention(64, reduction=16)
+    timm_se = SEModule(64, rd_channels=4)
+    timm_se.load_state_dict(ours.state_dict())  # the same parameters, so checkpoints carry over
+    x = torch.randn(3, 64, 6, 6)
+    assert torch.allclose(ours(x), timm_se(x), atol=1e-6)
+
+
 def test_the_recipe_head_layers_and_dropout_rates():
     head = EmotionHead(2048, 8)
     kinds = [type(m) for m in head.mlp]

@@ -53,10 +53,12 @@ class EmotionHead(nn.Module):
         self.classifier = nn.Linear(width, num_classes)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention then global average pooling: (B, C, H, W) or (B, C) -> (B, C)."""
-        if x.ndim == 2:
-            x = x[:, :, None, None]  # a pooled vector is a 1 x 1 map
-        return self.attention(x).mean(dim=(2, 3))
+        """Attention then global average pooling: (B, C, H, W) or (B, C) -> (B, C). The gate is
+        per channel, so the mean of the gated map is the gated mean: the map is never rescaled."""
+        means = x if x.ndim == 2 else x.mean(dim=(2, 3))
+        if isinstance(self.attention, ChannelAttention):
+            return means * self.attention.channel_gate(means)
+        return means
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.mlp(self.pool(x)))
