@@ -82,16 +82,27 @@ def folds_emotion6(labels: np.ndarray, n_folds: int, seed: int):
         yield fold, np.sort(train), np.sort(val), test
 
 
+def content_groups(paths) -> list[str]:
+    """One id per file content: byte-identical copies share it."""
+    import hashlib
+
+    return [hashlib.blake2b(Path(p).read_bytes(), digest_size=16).hexdigest() for p in paths]
+
+
 def splits_fer(cache, seeds: list[int]):
-    """Official val; test carved from official train by emorec's stratified split, per seed."""
+    """Official val; test carved from official train by emorec's stratified split, per seed.
+    Byte-identical copies are carved as one group: without that, 206 of the 2,872 seed-0 test
+    images (7%; 11 of the 44 disgust images) had a copy in the training part (measured)."""
     from emorec.data.manifest import Manifest, Sample
     from emorec.data.split import stratified_split
 
     tr = cache.split("train")
     labels_names = cache.label_names
     rows = [Sample(p, labels_names[y], None) for p, y in zip(tr.paths, tr.labels)]
+    groups = content_groups(tr.paths)
     for seed in seeds:
-        carved = stratified_split(Manifest(rows, "fer2013-train"), val_fraction=0.0, test_fraction=0.1, seed=seed)
+        carved = stratified_split(Manifest(rows, "fer2013-train"), val_fraction=0.0, test_fraction=0.1, seed=seed,
+                                  groups=groups)
         test_paths = {s.path for s in carved.samples if s.split == "test"}
         is_test = np.array([p in test_paths for p in tr.paths])
         yield seed, np.flatnonzero(~is_test), np.flatnonzero(is_test)
