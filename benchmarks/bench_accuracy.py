@@ -8,10 +8,11 @@ dataset, cached), so the table compares heads and training recipes, not backbone
                     weighted sampler, AdamW + OneCycle, early stopping on val macro-F1, training on
                     the cached augmented views, TTA (centre + mirror) at test time
 Model and hyper-parameter choices read the validation split only (for the recipe: feature mixup
-on/off and the head's width, HEAD_WIDTHS, chosen once on the first split's validation score); each test split is scored once
-per configuration. Emotion6 (1,584 images) uses 5 stratified folds (test = one fold, val = 15% of
-the rest); FER-2013 uses its official train/val splits with a 10% test split carved from train by
-`emorec.data.split.stratified_split`, one carve and one training seed per seed.
+on/off and the head's width, HEAD_WIDTHS, chosen once on the first split's validation score);
+each test split is scored once per configuration. Emotion6 (1,584 images) uses 5 stratified
+folds (test = one fold, val = 15% of the rest); FER-2013 uses its official train/val splits with a
+10% test split carved from train by `emorec.data.split.stratified_split` (byte-identical copies
+kept in one split), one carve and one training seed per seed.
 
     python benchmarks/bench_accuracy.py            # both datasets, ~40 min on 2 CPU cores
     python benchmarks/bench_accuracy.py --quick    # a small subset, a smoke run of the pipeline
@@ -82,24 +83,18 @@ def folds_emotion6(labels: np.ndarray, n_folds: int, seed: int):
         yield fold, np.sort(train), np.sort(val), test
 
 
-def content_groups(paths) -> list[str]:
-    """One id per file content: byte-identical copies share it."""
-    import hashlib
-
-    return [hashlib.blake2b(Path(p).read_bytes(), digest_size=16).hexdigest() for p in paths]
-
-
 def splits_fer(cache, seeds: list[int]):
     """Official val; test carved from official train by emorec's stratified split, per seed.
     Byte-identical copies are carved as one group: without that, 206 of the 2,872 seed-0 test
     images (7%; 11 of the 44 disgust images) had a copy in the training part (measured)."""
     from emorec.data.manifest import Manifest, Sample
     from emorec.data.split import stratified_split
+    from emorec.features.cache import file_sha256
 
     tr = cache.split("train")
     labels_names = cache.label_names
     rows = [Sample(p, labels_names[y], None) for p, y in zip(tr.paths, tr.labels)]
-    groups = content_groups(tr.paths)
+    groups = [file_sha256(p) for p in tr.paths]  # byte-identical copies share a group
     for seed in seeds:
         carved = stratified_split(Manifest(rows, "fer2013-train"), val_fraction=0.0, test_fraction=0.1, seed=seed,
                                   groups=groups)

@@ -9,8 +9,9 @@ the loss weights are "balanced" against *that* drawn distribution, so their prod
 class the same expected share of the loss whatever the power. Applying both in full (sampler
 balanced, then weights balanced against the raw counts) squares the correction: on FER-2013 the
 rarest class (disgust, 1.5%) then carried ~60% of the loss, and full fine-tuning predicted it for
-90% of the images (benchmarks/RESULTS.md). `DistributedWeightedSampler` draws every epoch's indices with a
-generator seeded by (seed + epoch), the same on every rank, then gives rank r the strided share
+90% of the images (benchmarks/RESULTS.md).
+
+`DistributedWeightedSampler` draws every epoch's indices with a generator seeded by (seed + epoch), the same on every rank, then gives rank r the strided share
 `indices[r::world_size]` (DistributedSampler's layout), so the shares are disjoint and N ranks
 together see exactly what one process would.
 """
@@ -66,6 +67,13 @@ def sampling_power(cfg) -> float:
         raise EmorecError(f"data.sampling_power={data.sampling_power}: must be in [0, 1] "
                           "(1 draws every class equally often)")
     return float(data.sampling_power)
+
+
+def draw_weights(label_indices: Sequence[int], num_classes: int, cfg) -> torch.Tensor | None:
+    """The weighted sampler's per-sample draw weights under `cfg` (a Config or its DataConfig);
+    None when `data.weighted_sampling` is off."""
+    data = getattr(cfg, "data", cfg)
+    return sample_weights(label_indices, num_classes, sampling_power(cfg)) if data.weighted_sampling else None
 
 
 def loss_class_weights(label_indices: Sequence[int], num_classes: int, cfg) -> torch.Tensor | None:
@@ -137,8 +145,8 @@ def build_sampler(label_indices: Sequence[int], num_classes: int, cfg, distribut
     seed = cfg.train.seed if hasattr(cfg, "train") else data.split_seed
     world, rank = _world() if distributed else (1, 0)
     n = len(label_indices)
-    if data.weighted_sampling:
-        draw = sample_weights(label_indices, num_classes, sampling_power(cfg))
+    draw = draw_weights(label_indices, num_classes, cfg)
+    if draw is not None:
         return DistributedWeightedSampler(draw, n, world, rank, seed)
     if distributed:
         return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)

@@ -120,7 +120,7 @@ def fit_head(
     and mixup of feature vectors when `cfg.augment.mixup_alpha > 0` (unless `feature_mixup`
     says otherwise). `on_epoch(row, head, state)` is called after every epoch (checkpoints).
     """
-    from emorec.data.sampling import loss_class_weights, sample_weights, sampling_power
+    from emorec.data.sampling import draw_weights, loss_class_weights
     from emorec.training.losses import build_loss
 
     device = _device(cfg.train.device)
@@ -136,7 +136,7 @@ def fit_head(
     labels_list = train_y.tolist()
     weights = loss_class_weights(labels_list, num_classes, cfg)
     criterion = build_loss(cfg.loss, weights.to(device) if weights is not None else None)
-    draw_weights = sample_weights(labels_list, num_classes, sampling_power(cfg)) if cfg.data.weighted_sampling else None
+    draws = draw_weights(labels_list, num_classes, cfg)
     use_mixup = cfg.augment.mixup_alpha > 0 and cfg.augment.mix_prob > 0 if feature_mixup is None else feature_mixup
     beta = torch.distributions.Beta(cfg.augment.mixup_alpha, cfg.augment.mixup_alpha) if use_mixup else None
 
@@ -175,8 +175,8 @@ def fit_head(
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         head.train()
-        if draw_weights is not None:
-            order = torch.multinomial(draw_weights, n, replacement=True, generator=generator)
+        if draws is not None:
+            order = torch.multinomial(draws, n, replacement=True, generator=generator)
         else:
             order = torch.randperm(n, generator=generator)
         view = torch.randint(0, v_train, (n,), generator=generator)

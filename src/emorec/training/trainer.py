@@ -257,11 +257,11 @@ class _Run:
         is a function of (seed, epoch) and the run can restart mid-epoch)."""
         from torch.utils.data import DistributedSampler
 
-        from emorec.data.sampling import DistributedWeightedSampler, sample_weights, sampling_power
+        from emorec.data.sampling import DistributedWeightedSampler, draw_weights
 
         info, seed = self.info, self.cfg.train.seed
-        if self.cfg.data.weighted_sampling:
-            draw = sample_weights(train_labels, k, sampling_power(self.cfg))
+        draw = draw_weights(train_labels, k, self.cfg)
+        if draw is not None:
             return DistributedWeightedSampler(draw, len(train_labels),
                                               num_replicas=info.world_size, rank=info.rank, seed=seed)
         return DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
