@@ -90,24 +90,26 @@ def test_set_epoch_start_resumes_mid_epoch():
     assert list(s) == full[40:] and len(s) == 60 and s.state_dict() == {"epoch": 3, "start": 40}
 
 
-def test_build_sampler_follows_the_config():
+def test_build_sampler_follows_the_config_and_is_epoch_seeded():
     cfg = Config()
-    assert isinstance(build_sampler(LABELS, 3, cfg, distributed=False), DistributedWeightedSampler)
+    weighted = build_sampler(LABELS, 3, cfg)
+    assert isinstance(weighted, DistributedWeightedSampler) and len(weighted) == len(LABELS)
     cfg.data.weighted_sampling = False
-    assert build_sampler(LABELS, 3, cfg, distributed=False) is None
+    shuffled = build_sampler(LABELS, 3, cfg)
+    assert isinstance(shuffled, DistributedSampler) and sorted(shuffled) == list(range(len(LABELS)))
+    shuffled.set_epoch(1)
+    again = build_sampler(LABELS, 3, cfg)
+    again.set_epoch(1)
+    assert list(shuffled) == list(again), "the order is a function of (seed, epoch)"
 
 
-def test_build_sampler_under_ddp_uses_distributed_sampler(monkeypatch):
-    import emorec.data.sampling as sampling
-
-    monkeypatch.setattr(sampling, "_world", lambda: (2, 1))
-    cfg = Config()
-    cfg.data.weighted_sampling = False
-    sampler = build_sampler(LABELS, 3, cfg, distributed=True)
-    assert isinstance(sampler, DistributedSampler) and sampler.rank == 1 and len(sampler) == 188
-    cfg.data.weighted_sampling = True
-    weighted = build_sampler(LABELS, 3, cfg, distributed=True)
-    assert weighted.rank == 1 and weighted.num_replicas == 2
+def test_two_ranks_split_what_one_process_draws():
+    cfg, labels = Config(), LABELS[:-1]  # an even count: no padding sample
+    for weighted in (True, False):
+        cfg.data.weighted_sampling = weighted
+        single = list(build_sampler(labels, 3, cfg))
+        ranks = [list(build_sampler(labels, 3, cfg, num_replicas=2, rank=r)) for r in (0, 1)]
+        assert sorted(ranks[0] + ranks[1]) == sorted(single) and ranks[0] != ranks[1]
 
 
 def test_bad_weights_are_rejected():

@@ -10,8 +10,9 @@ import yaml
 
 from emorec.config import load_config
 from emorec.errors import EmorecError
+from emorec.training.result import RunResult
 from emorec.training.run_dir import METRIC_COLUMNS
-from emorec.training.trainer import RunResult, cpu_threads_beside_workers, resolve_amp, train
+from emorec.training.trainer import cpu_threads_beside_workers, resolve_amp, train
 from training_runs import (  # noqa: F401 (one_thread is a fixture)
     checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config, one_thread,
 )
@@ -75,7 +76,7 @@ def test_two_batches_of_16_with_accumulation_match_one_batch_of_32(data, tmp_pat
     # off too. Class weights off: a class-weighted mean
     # is normalised per batch, so it is not the same average over 2 x 16 as over 32.
     common = ("model.backbone=test_convnext", "model.hidden_dims=[]", "model.dropout=[]", "train.epochs=1",
-              "loss.class_weights=none", "data.weighted_sampling=false", "augment.mix_prob=0")
+              "loss.class_weights=none", "data.weighted_sampling=false", "augment.mix_prob=0", "train.amp=off")
     train(tiny_config(data, tmp_path, "accum", *common, "data.batch_size=16", "optim.accumulation_steps=2"))
     train(tiny_config(data, tmp_path, "plain", *common, "data.batch_size=32", "optim.accumulation_steps=1"))
     a, b = checkpoint_weights(tmp_path / "accum"), checkpoint_weights(tmp_path / "plain")
@@ -119,18 +120,20 @@ def test_early_stopping_ends_the_run_after_patience_epochs(data, tmp_path):
     assert result.stopped_early and result.epochs_completed == 2 and result.best_epoch == 1
 
 
-def test_head_only_runs_dispatch_to_the_feature_head_trainer(monkeypatch, tmp_path):
-    import emorec.features.head_training as head_training
-
-    calls = []
-    monkeypatch.setattr(head_training, "train_head", lambda cfg, resume=None: calls.append((cfg, resume)) or "ran")
+def test_head_only_without_a_feature_cache_is_a_one_line_error():
     cfg = load_config(None, ["train.head_only=true"])
-    assert train(cfg, resume="runs/x") == "ran" and calls == [(cfg, "runs/x")]
+    with pytest.raises(EmorecError, match="needs cached features"):
+        train(cfg)
 
 
-def test_amp_is_off_on_cpu_by_default_and_fp16_needs_cuda():
+def test_amp_auto_is_bf16_only_on_cpus_with_native_bf16_and_fp16_needs_cuda(monkeypatch):
+    import emorec.training.trainer as trainer
+
     cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer, "cpu_bf16_supported", lambda: False)
     assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    monkeypatch.setattr(trainer, "cpu_bf16_supported", lambda: True)
+    assert resolve_amp("auto", cpu) == torch.bfloat16 and resolve_amp("off", cpu) is None
     assert resolve_amp("bf16", cpu) == torch.bfloat16
     with pytest.raises(EmorecError, match="fp16 needs a CUDA device"):
         resolve_amp("fp16", cpu)

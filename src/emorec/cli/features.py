@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emorec.features.cache import DEFAULT_CACHE_ROOT
+
 
 def register(sub) -> None:
     features = sub.add_parser("features", help="frozen-feature fast path: extract and cache backbone features")
@@ -17,8 +19,8 @@ def register(sub) -> None:
             "Runs the frozen backbone once over every split of SOURCE (plus K augmented views per "
             "training image and a mirrored view for all) and stores the features in a "
             "memory-mapped cache keyed by backbone, weights hash, image size, views, grid and the "
-            "dataset's content; a second identical call is a cache hit. Train on it with "
-            "`emorec train --head-only --set train.features_dir=DIR`."
+            "dataset's content; a second identical call is a cache hit. `emorec train --head-only` "
+            "with the same data, backbone, weights and image size finds it (or extracts it itself)."
         ),
     )
     p.add_argument("source", help="dataset folder or CSV manifest (splits made as `emorec train` makes them)")
@@ -28,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--views", type=int, default=0, help="augmented views per training image (default 0)")
     p.add_argument("--grid", type=int, default=2, help="also store the last feature map pooled to GxG (0: off)")
-    p.add_argument("--cache-dir", default=".cache/features", help="cache root (default .cache/features)")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_ROOT, help=f"cache root (default {DEFAULT_CACHE_ROOT}, where "
+                   "`emorec train --head-only` looks)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="image decoding processes")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")

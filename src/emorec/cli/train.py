@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run_train(args) -> int:
     from emorec.config import load_config
     from emorec.errors import EmorecError
-    from emorec.training.trainer import train
+    from emorec.api import train
 
     if args.resume:
         if args.config:
@@ -72,7 +72,7 @@ def _print_result(result) -> None:
 
 def run_check(args) -> int:
     from emorec.config import load_config
-    from emorec.training.trainer import check
+    from emorec.api import check
 
     cfg = load_config(args.config, args.overrides)
     if args.data:
@@ -99,7 +99,7 @@ def run_check(args) -> int:
 
 
 def run_demo(args) -> int:
-    from emorec.training.trainer import demo
+    from emorec.api import demo
 
     result = demo(args.data, args.overrides, args.config)
     if result.is_main:

@@ -138,16 +138,15 @@ class DistributedWeightedSampler(Sampler[int]):
         return max(self.per_rank - self.start, 0)
 
 
-def build_sampler(label_indices: Sequence[int], num_classes: int, cfg, distributed: bool) -> Sampler | None:
-    """Class-balanced sampler when `data.weighted_sampling`; else DistributedSampler under DDP,
-    else None (the DataLoader shuffles). `cfg` is a Config (or its DataConfig)."""
-    data = getattr(cfg, "data", cfg)
-    seed = cfg.train.seed if hasattr(cfg, "train") else data.split_seed
-    world, rank = _world() if distributed else (1, 0)
+def build_sampler(label_indices: Sequence[int], num_classes: int, cfg, num_replicas: int = 1,
+                  rank: int = 0) -> Sampler[int]:
+    """The training sampler under `cfg` (a Config): class-balanced draws when
+    `data.weighted_sampling`, else a seeded shuffle. Both are epoch-seeded (`set_epoch`) from
+    `train.seed` and give rank `rank` its strided share of `num_replicas`, also for a single
+    process: the order is then a pure function of (seed, epoch), so a run can restart mid-epoch
+    and N ranks together see what one process would."""
     n = len(label_indices)
     draw = draw_weights(label_indices, num_classes, cfg)
     if draw is not None:
-        return DistributedWeightedSampler(draw, n, world, rank, seed)
-    if distributed:
-        return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    return None
+        return DistributedWeightedSampler(draw, n, num_replicas, rank, cfg.train.seed)
+    return DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=cfg.train.seed)

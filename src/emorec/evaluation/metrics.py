@@ -23,12 +23,6 @@ from sklearn.metrics import (
 ECE_BINS = 15
 
 
-def macro_f1(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 over all `num_classes` labels: a class absent from this batch of predictions
-    still counts (as 0), so the figure is comparable from epoch to epoch."""
-    return float(f1_score(targets, preds, labels=list(range(num_classes)), average="macro", zero_division=0))
-
-
 @dataclass
 class ReliabilityBins:
     """Per-bin statistics behind the ECE and the reliability diagram (empty bins hold 0)."""

@@ -29,6 +29,8 @@ import numpy as np
 from emorec.errors import EmorecError
 
 INDEX_NAME = "index.json"
+# Where `emorec features extract` writes and `emorec train --head-only` looks, unless told otherwise.
+DEFAULT_CACHE_ROOT = ".cache/features"
 FORMAT = "emorec-features"
 FORMAT_VERSION = 1
 

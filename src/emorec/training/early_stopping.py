@@ -13,10 +13,13 @@ class EarlyStopping:
     def __init__(self, monitor: str, patience: int):
         self.monitor = monitor
         self.patience = patience
-        self.mode = "min" if monitor.endswith("loss") else "max"
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.monitor.endswith("loss") else "max"
 
     def is_better(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -40,6 +43,9 @@ class EarlyStopping:
                 "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The saved monitor comes back with its best value: a best loss is never compared as if
+        it were an accuracy."""
+        self.monitor = str(state.get("monitor", self.monitor))
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])

@@ -6,8 +6,9 @@ loss is divided by the size of its group, so a group's gradient is the mean over
 once per optimizer step. Under DDP the gradient all-reduce happens only on a group's last
 micro-batch (`no_sync` on the others).
 
-Non-finite losses: every rank reports its flag through one small all-reduce per micro-batch, so
-all ranks skip the same optimizer step together (a rank that skipped alone would deadlock DDP).
+Non-finite losses and empty micro-batches (every image unreadable): every rank reports its flags
+through small all-reduces per micro-batch, so all ranks skip the same work together (a rank that
+skipped alone would deadlock DDP or let the replicas' weights drift apart).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from emorec.errors import EmorecError
 from emorec.training.distributed import all_reduce_max, unwrap
+from emorec.training.mixing import mix_batch
 
 
 class NonFiniteLossError(EmorecError):
@@ -57,6 +59,7 @@ class EpochProgress:
     correct: float = 0.0
     skipped_images: int = 0
     bad_steps: int = 0
+    skipped_steps: int = 0  # optimizer steps not taken because a rank's last micro-batch was empty
     seconds: float = 0.0
 
     def state_dict(self) -> dict:
@@ -112,7 +115,7 @@ def train_one_epoch(
     model.train()
     accum = max(1, opts.accumulation_steps)
     ddp = _is_ddp(model)
-    group_bad = False
+    group_bad = group_skip = False
     stop_flag = False
     bar = tqdm(total=total_batches, initial=progress.batches, desc=desc, leave=False, dynamic_ncols=True,
                disable=not show_progress)
@@ -127,42 +130,42 @@ def train_one_epoch(
             last_in_group = i - group_start == group_size - 1
             progress.skipped_images += int(n_skipped)
 
-            images = to_device(images, device, opts.channels_last)
-            targets = targets.to(device, non_blocking=True)
-            hard_targets = targets
-            if mixup is not None and len(images) % 2:
-                # timm's Mixup pairs each sample with its mirror in the batch and needs an even count;
-                # an odd batch only happens when unreadable images were skipped.
-                images, targets, hard_targets = images[:-1], targets[:-1], targets[:-1]
-            empty = len(images) == 0
-            sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
-            with sync:
-                if not empty:
+            # Every rank learns whether any rank's micro-batch is empty (all its images unreadable)
+            # before the forward pass. Then no rank runs it: a rank without a backward would leave
+            # its peers waiting in DDP's gradient all-reduce. Under DDP an empty last micro-batch
+            # means the group's gradients were never averaged across ranks, so every rank skips
+            # that optimizer step.
+            flags = torch.tensor([float(len(images) == 0), float(stop_requested())], device=device)
+            empty_any, stop_any = (bool(v) for v in all_reduce_max(flags).tolist())
+            stop_flag = stop_flag or stop_any
+            if empty_any:
+                group_skip = group_skip or (ddp and last_in_group)
+            else:
+                images = to_device(images, device, opts.channels_last)
+                targets = targets.to(device, non_blocking=True)
+                hard_targets = targets
+                sync = model.no_sync() if ddp and not last_in_group else contextlib.nullcontext()
+                with sync:
                     if mixup is not None:
-                        images, targets = mixup(images, targets)
+                        images, targets = mix_batch(mixup, images, targets)
                     with torch.autocast(device.type, dtype=opts.amp_dtype or torch.float32,
                                         enabled=opts.amp_dtype is not None):
                         logits = model(images)
                     loss = loss_fn(logits.float(), targets)
-                    bad = not bool(torch.isfinite(loss))
-                else:
-                    bad = False
-                flags = torch.tensor([float(bad), float(empty), float(stop_requested())], device=device)
-                bad_any, empty_any, stop_any = (bool(v) for v in all_reduce_max(flags).tolist())
-                stop_flag = stop_flag or stop_any
-                if bad_any or empty_any:
-                    group_bad = group_bad or bad_any
-                    if ddp and not empty:
-                        # Keep DDP's gradient hooks in step with the other ranks; the gradients are
-                        # discarded below, so zeroing the loss is only for the collective.
-                        (loss * 0).nan_to_num(0.0, 0.0, 0.0).backward()
-                else:
-                    scaled = loss / group_size
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    n = len(images)
-                    progress.samples += n
-                    progress.loss_sum += float(loss.detach()) * n
-                    progress.correct += float((logits.detach().argmax(1) == hard_targets).sum())
+                    bad = torch.tensor([float(not bool(torch.isfinite(loss)))], device=device)
+                    if bool(all_reduce_max(bad).item()):
+                        group_bad = True
+                        if ddp:
+                            # Keep DDP's gradient hooks in step with the other ranks; the gradients
+                            # are discarded below, so zeroing the loss is only for the collective.
+                            (loss * 0).nan_to_num(0.0, 0.0, 0.0).backward()
+                    else:
+                        scaled = loss / group_size
+                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                        n = len(images)
+                        progress.samples += n
+                        progress.loss_sum += float(loss.detach()) * n
+                        progress.correct += float((logits.detach().argmax(1) == hard_targets).sum())
             progress.batches += 1
 
             if last_in_group:
@@ -175,6 +178,9 @@ def train_one_epoch(
                             f"training stopped: {state.bad_streak} consecutive optimizer steps had a NaN/inf loss "
                             f"(last at step {state.step}); lower optim.max_lr / optim.lr, or train in fp32 with "
                             "--set train.amp=off")
+                elif group_skip:
+                    optimizer.zero_grad(set_to_none=True)
+                    progress.skipped_steps += 1
                 else:
                     _optimizer_step(model, optimizer, scaler, opts.grad_clip)
                     state.bad_streak = 0
@@ -185,7 +191,7 @@ def train_one_epoch(
                 if scheduler is not None:
                     scheduler.step()
                 state.step += 1
-                group_bad = False
+                group_bad = group_skip = False
                 progress.seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 if on_step is not None:

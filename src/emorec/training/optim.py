@@ -18,6 +18,8 @@ one rate. OneCycle's own momentum cycling is off: AdamW keeps its usual betas.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -73,13 +75,21 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     groups = param_groups(model, optim.weight_decay, scale)
     for group in groups:
         group["lr"] = optim.lr * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=optim.lr)
+    # fused: one kernel for all parameters instead of a loop over them (8 ms of a ~60 ms
+    # head-only step on 2 CPU cores); needs every parameter on one CPU or CUDA device.
+    devices = {p.device.type for g in groups for p in g["params"]}
+    return torch.optim.AdamW(groups, lr=optim.lr, fused=devices <= {"cpu"} or devices == {"cuda"})
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """OneCycle over `train.epochs * steps_per_epoch` optimiser steps, stepped once per optimiser
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
+                    epochs: int | None = None) -> torch.optim.lr_scheduler.OneCycleLR:
+    """OneCycle over `epochs * steps_per_epoch` optimiser steps (`epochs` defaults to
+    `train.epochs`; an extended run schedules only its new epochs), stepped once per optimiser
     step. `steps_per_epoch` counts optimiser steps, i.e. batches divided by
-    `optim.accumulation_steps`, rounded up (the trainer passes exactly that)."""
+    `optim.accumulation_steps`, rounded up (the trainer passes exactly that).
+
+    OneCycle divides by the length of its warm-up, so a warm-up of under 2 steps (a run of a
+    few steps) is lengthened to 2, and the log says so."""
     optim = cfg.optim
     if optim.max_lr < optim.lr:
         raise EmorecError(f"optim.max_lr={optim.max_lr} is below optim.lr={optim.lr}; the peak must be >= the "
@@ -88,13 +98,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int)
         raise EmorecError(f"optim.pct_start={optim.pct_start}: the warm-up share must be in (0, 1)")
     if optim.final_div_factor <= 0:
         raise EmorecError(f"optim.final_div_factor={optim.final_div_factor}: must be > 0")
-    total = max(1, int(cfg.train.epochs) * max(1, int(steps_per_epoch)))
+    epochs = int(cfg.train.epochs if epochs is None else epochs)
+    total = max(4, epochs * max(1, int(steps_per_epoch)))
+    pct_start = optim.pct_start
+    if pct_start * total < 2:
+        pct_start = 2.0 / total
+        logging.getLogger("emorec").info(
+            "schedule of %d steps: warm-up lengthened from optim.pct_start=%g to 2 steps", total, optim.pct_start)
     max_lrs = [optim.max_lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lrs,
         total_steps=total,
-        pct_start=optim.pct_start,
+        pct_start=pct_start,
         anneal_strategy=optim.anneal_strategy,
         div_factor=optim.max_lr / optim.lr,
         final_div_factor=optim.final_div_factor,

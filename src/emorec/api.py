@@ -1,0 +1,75 @@
+"""The library entry points behind the CLI, for notebooks and scripts.
+
+`train` is where head-only and full training part ways: head-only training needs a feature
+cache, found (`train.features_dir`, or the cache `emorec features extract` would write for this
+config) or extracted here, then handed to the one trainer. `demo` is the short configs/demo.yaml
+run; `check` pushes a few real images through the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from emorec.config import Config, load_config
+from emorec.errors import EmorecError
+from emorec.training.result import RunResult
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+
+
+def feature_cache_for(cfg: Config, progress: bool = True):
+    """The cache head-only training of `cfg` reads: `train.features_dir` if set, else the entry
+    that `emorec features extract` with default settings keys for this data, backbone, weights and
+    image size under `features.DEFAULT_CACHE_ROOT`, extracted now (with progress) if missing."""
+    from emorec.features.cache import DEFAULT_CACHE_ROOT, find_cache
+    from emorec.features.extract import extract_features
+
+    if cfg.train.features_dir:
+        return find_cache(cfg.train.features_dir)
+    if not cfg.data.source:
+        raise EmorecError("head-only training needs data.source (to find or extract its features) or "
+                          "train.features_dir; pass --set data.source=FOLDER_OR_CSV")
+    return extract_features(cfg.data.source, backbone=cfg.model.backbone, weights=cfg.model.weights,
+                            pretrained=cfg.model.pretrained, image_size=cfg.data.image_size,
+                            cache_dir=DEFAULT_CACHE_ROOT, cfg=cfg, progress=progress)
+
+
+def train(cfg: Config, resume: str | Path | None = None) -> RunResult:
+    """Train (or continue) one run; `cfg.train.head_only` trains the head on cached features."""
+    from emorec.training.trainer import train as run_training
+
+    features = feature_cache_for(cfg) if cfg.train.head_only else None
+    return run_training(cfg, resume, features=features)
+
+
+def check(cfg: Config, num_images: int = 4) -> dict[str, Any]:
+    """Build the model, push a few real images through the full pipeline, forward + backward."""
+    from emorec.training.check import check_pipeline
+
+    return check_pipeline(cfg, num_images)
+
+
+def demo(data: str | Path | None, overrides: list[str] | None = None, config: str | Path | None = None) -> RunResult:
+    """The short configs/demo.yaml run on `data`. Weights named relative to the repository
+    (`../shared/weights/...`) are looked up from the current folder, then from the repository."""
+    if not data:
+        raise EmorecError("emorec demo needs a dataset: pass --data FOLDER_OR_CSV, e.g. "
+                          "--data ../shared/datasets/emotion6 (or `make demo DATA=...`)")
+    config = Path(config) if config else DEMO_CONFIG
+    if not config.is_file():
+        raise EmorecError(f"demo config not found: {config}; pass --config configs/demo.yaml from the repository")
+    overrides = list(overrides or [])
+    cfg = load_config(config, overrides)
+    cfg.data.source = str(data)
+    if not any(o.split("=", 1)[0].strip() == "train.name" for o in overrides):
+        cfg.train.name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"  # every demo gets its own run folder
+    if cfg.model.weights and not Path(cfg.model.weights).is_absolute() and not Path(cfg.model.weights).exists():
+        candidate = config.resolve().parent.parent / cfg.model.weights
+        if not candidate.exists():
+            raise EmorecError(f"demo weights not found: {cfg.model.weights} (also looked at {candidate}); "
+                              "pass --set model.weights=PATH or model.weights=null model.pretrained=true")
+        cfg.model.weights = str(candidate)
+    return train(cfg)
