@@ -2,15 +2,23 @@
 
 `Config` groups plain dataclasses (data, augment, model, loss, optim, train, eval). Defaults are
 the high-accuracy recipe. `load_config(path, overrides)` reads YAML and applies `key=value`
-overrides with dotted keys; unknown keys and wrong types raise `EmorecError` naming the key and
-the valid choices, so a typo never silently falls back to a default.
+overrides with dotted keys, then `validate_config` checks every value before anything is written:
+unknown keys, wrong types, values outside `RANGES` / `PATTERNS` and inconsistent pairs raise a
+one-line `EmorecError` naming the key, the value and what is expected, so a typo never silently
+falls back to a default and a bad value never reaches the middle of a run.
+
+YAML 1.1 guesses a scalar's type from its look (`3e-4` is a string, `2024` an int, `2024-05-01` a
+date, `no` a boolean); here only `null` is guessed and the dataclass annotation decides the rest,
+so `lr: 3e-4` is a float and `name: 2024` the string "2024", in files and `--set` alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -78,7 +86,7 @@ class LossConfig:
     alpha: float = 0.25
     label_smoothing: float = 0.1
     class_weights: Literal["balanced", "none"] = "balanced"
-    ce_weight: float = 0.5  # share of CE in `combined`
+    ce_weight: float = 0.5  # `combined` = focal + ce_weight * cross-entropy
 
 
 @dataclass
@@ -142,33 +150,108 @@ class Config:
         return Path(self.train.output_dir) / self.train.name
 
 
+# The valid values of every int and float field, in interval notation: "[" and "]" include the
+# bound, "(" and ")" exclude it, inf leaves that side open. A list field's range holds for each
+# item. Every number field is listed (tests/test_config.py checks), so a new one must decide here.
+RANGES: dict[str, str] = {
+    "data.image_size": "[16, inf)",  # the smallest input `emorec features extract` accepts too
+    "data.batch_size": "[1, inf)",
+    "data.num_workers": "[0, inf)",
+    "data.val_fraction": "[0, 1)",  # and val + test < 1, so images remain to train on
+    "data.test_fraction": "[0, 1)",
+    "data.split_seed": "[0, 4294967295]",  # numpy's seed range
+    "data.sampling_power": "[0, 1]",
+    "augment.scale_min": "(0, 1]",  # RandomResizedCrop's smallest area share; 0 allows empty crops
+    "augment.hflip": "[0, 1]",
+    "augment.rotation": "[0, 180]",  # degrees either way
+    "augment.color_jitter": "[0, inf)",
+    "augment.perspective": "[0, 1]",  # torchvision's distortion_scale
+    "augment.perspective_p": "[0, 1]",
+    "augment.random_erasing": "[0, 1]",
+    "augment.mixup_alpha": "[0, inf)",  # Beta(alpha, alpha); 0 turns that kind of mixing off
+    "augment.cutmix_alpha": "[0, inf)",
+    "augment.mix_prob": "[0, 1]",
+    "augment.switch_prob": "[0, 1]",
+    "model.attention_reduction": "[1, inf)",
+    "model.hidden_dims": "[1, inf)",
+    "model.dropout": "[0, 1)",  # and one rate per hidden layer
+    "model.drop_path_rate": "[0, 1)",
+    "model.freeze_backbone_epochs": "[0, inf)",
+    # 0 would leave the backbone untrained after unfreezing (optim.py refuses it then); a backbone
+    # that never trains is freeze_backbone_epochs >= train.epochs.
+    "model.backbone_lr_scale": "(0, inf)",
+    "loss.gamma": "[0, inf)",  # 0: no focusing, i.e. cross-entropy
+    "loss.alpha": "(0, 1]",  # the focal term's scale; 1 (what cross-entropy uses) leaves it unscaled
+    "loss.label_smoothing": "[0, 1)",
+    "loss.ce_weight": "[0, inf)",
+    "optim.lr": "(0, inf)",
+    "optim.max_lr": "(0, inf)",  # and >= optim.lr: OneCycle rises from lr to max_lr
+    "optim.weight_decay": "[0, inf)",
+    "optim.pct_start": "(0, 1)",  # OneCycle's warm-up share of the steps
+    "optim.final_div_factor": "(0, inf)",
+    "optim.accumulation_steps": "[1, inf)",
+    "optim.grad_clip": "[0, inf)",  # 0 disables clipping
+    "train.epochs": "[1, inf)",
+    "train.seed": "[0, 4294967295]",
+    "train.ema_decay": "(0, 1)",
+    "train.patience": "[0, inf)",  # 0 never stops early
+    "train.max_bad_steps": "[1, inf)",
+    "train.checkpoint_every_steps": "[0, inf)",  # 0: only at epoch end
+    "train.limit_train_batches": "[0, inf)",  # 0: every batch
+    # evaluation.views.CROP_ANCHORS holds the centre and four corners; more crops repeat views.
+    "eval.tta_crops": "[0, 5]",
+    "eval.batch_size": "[1, inf)",
+}
+
+# Every string must be non-empty (an optional one is unset with null); these must also match.
+PATTERNS: dict[str, tuple[str, str]] = {
+    "train.name": (r"(?!\.\.?$)[^/\\]+", "a folder name without / or \\ (and not . or ..)"),
+    "train.device": (r"auto|cpu|mps|cuda(:[0-9]+)?", "auto, cpu, mps, cuda or cuda:N"),
+}
+
+_INTERVAL = re.compile(r"([\[(])(\S+), (\S+)([\])])")
+_INT_TEXT = re.compile(r"[-+]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_BOOL_TEXT = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader guessing only null: numbers, booleans and dates stay text, typed later by
+    the field's annotation (YAML 1.1 would make `3e-4` a string and `2024` an int)."""
+
+
+_GUESSED = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _GUESSED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check `value` against the annotation `tp`; convert the safe cases (int -> float)."""
+def _coerce(key: str, value: Any, tp: Any, text: bool = True) -> Any:
+    """Check `value` against the annotation `tp` and return it typed (int -> float). With `text`,
+    values written as text (YAML, --set) are read by the annotation: '3e-4' for a float, 'on' for a
+    bool, and an int is taken as its digits for a string."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except EmorecError as e:
-                errors.append(str(e))
+            if arg is not type(None):
+                try:
+                    return _coerce(key, value, arg, text)
+                except EmorecError:
+                    pass
         raise EmorecError(f"config key '{key}': expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
-        if isinstance(value, bool) and ("on" if value else "off") in choices:
-            value = "on" if value else "off"  # YAML 1.1 reads a bare off / on as a boolean
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise EmorecError(f"config key '{key}': {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
         return value
     if origin is list:
@@ -177,22 +260,32 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             value = list(value)
         if not isinstance(value, list):
             raise EmorecError(f"config key '{key}': expected a list of {_type_name(item_tp)}, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+        return [_coerce(f"{key}[{i}]", v, item_tp, text) for i, v in enumerate(value)]
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    is_text = text and isinstance(value, str)
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if is_text and value.lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[value.lower()]
         raise EmorecError(f"config key '{key}': expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if is_number and isinstance(value, int):
             return value
+        if is_text and _INT_TEXT.fullmatch(value):
+            return int(value)
         raise EmorecError(f"config key '{key}': expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number:
+            return float(value)
+        if is_text and _FLOAT_TEXT.fullmatch(value):
             return float(value)
         raise EmorecError(f"config key '{key}': expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
+        if text and is_number and isinstance(value, int):
+            return str(value)
         raise EmorecError(f"config key '{key}': expected a string, got {value!r}")
     raise TypeError(f"unsupported config annotation for {key}: {tp}")
 
@@ -214,6 +307,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         value = values[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
+            value = {} if value is None else value  # a YAML section with every key commented out
             if not isinstance(value, dict):
                 raise EmorecError(f"config key '{key}': expected a mapping, got {value!r}")
             kwargs[f.name] = _build(tp, value, key + ".")
@@ -222,13 +316,87 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, value, annotation) of every leaf field of the dataclass `obj`."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key, value, tp = f"{prefix}{f.name}", getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                raise EmorecError(f"config section '{key}': expected a {tp.__name__}, got {value!r}")
+            yield from _fields(value, key + ".")
+        else:
+            yield key, value, tp
+
+
+def _describe(interval: str) -> str:
+    low_closed, low, high, high_closed = _INTERVAL.fullmatch(interval).groups()
+    if high == "inf":
+        return f"{'>=' if low_closed == '[' else '>'} {low}"
+    return f"a value in {interval}"
+
+
+def _within(value: float, interval: str) -> bool:
+    low_closed, low, high, high_closed = _INTERVAL.fullmatch(interval).groups()
+    above = value >= float(low) if low_closed == "[" else value > float(low)
+    below = value <= float(high) if high_closed == "]" else value < float(high)
+    return above and below  # NaN is neither
+
+
+def _check_value(key: str, value: Any) -> None:
+    if key in RANGES:
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            if not _within(item, RANGES[key]):
+                where = key if i is None else f"{key}[{i}]"
+                raise EmorecError(f"config key '{where}': expected {_describe(RANGES[key])}, got {item!r}")
+    elif isinstance(value, str):
+        if not value.strip():
+            raise EmorecError(f"config key '{key}': expected a non-empty string (null where it is optional), "
+                              f"got {value!r}")
+        if key in PATTERNS and not re.fullmatch(PATTERNS[key][0], value):
+            raise EmorecError(f"config key '{key}': expected {PATTERNS[key][1]}, got {value!r}")
+
+
+def _check_pairs(cfg: Config) -> None:
+    """The rules that tie two keys together."""
+    data, model, optim = cfg.data, cfg.model, cfg.optim
+    if optim.max_lr < optim.lr:
+        raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate OneCycle "
+                          f"starts from, got {optim.max_lr}")
+    if len(model.dropout) != len(model.hidden_dims):
+        raise EmorecError(f"config key 'model.dropout': expected one rate per model.hidden_dims entry "
+                          f"({len(model.hidden_dims)}: {model.hidden_dims}), got {model.dropout}")
+    if data.val_fraction + data.test_fraction >= 1:
+        raise EmorecError(f"config key 'data.test_fraction': expected data.val_fraction + data.test_fraction < 1 "
+                          f"(images must remain for training), got {data.test_fraction} with data.val_fraction "
+                          f"{data.val_fraction}")
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check every value of `cfg`: its type, `RANGES`, `PATTERNS` and the rules tying keys together.
+    Returns `cfg` itself or raises a one-line `EmorecError`; call it again after changing a loaded
+    config (`dataclasses.replace`, setting a field)."""
+    if not isinstance(cfg, Config):
+        raise EmorecError(f"expected an emorec Config, got {type(cfg).__name__}")
+    for key, value, tp in _fields(cfg):
+        _check_value(key, _coerce(key, value, tp, text=False))
+    _check_pairs(cfg)
+    return cfg
+
+
 def config_from_dict(values: dict[str, Any] | None) -> Config:
-    """Build a `Config` from nested plain data, validating every key and type."""
-    return _build(Config, values or {}, "")
+    """Build a `Config` from nested plain data, validating every key, type and value."""
+    return validate_config(_build(Config, values or {}, ""))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no arbitrary objects
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (['a', 'b'], value parsed as YAML: 3 -> int, true -> bool, null -> None)."""
+    """`a.b=value` -> (['a', 'b'], value read as YAML that guesses only null: '3e-4', 'true' and
+    '2024' stay text for the field's annotation to type, '[1, 2]' is a list, 'null' None)."""
     if "=" not in text:
         raise EmorecError(f"override '{text}' is not key=value; write e.g. --set train.epochs=10")
     key, raw = text.split("=", 1)
@@ -236,7 +404,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise EmorecError(f"override '{text}' has an empty key; write e.g. --set train.epochs=10")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -263,7 +431,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise EmorecError(f"config file not found: {path}; pass an existing YAML file, e.g. configs/high_accuracy.yaml")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise EmorecError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix the syntax")
     if not isinstance(values, dict):
@@ -278,4 +446,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write `cfg` as YAML, checked first: a run folder never holds a config `load_config` refuses."""
+    Path(path).write_text(yaml.safe_dump(validate_config(cfg).to_dict(), sort_keys=False))
