@@ -231,7 +231,7 @@ def table(all_results: dict, command: str) -> str:
     return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="emotion6,fer2013")
     p.add_argument("--shared", default=str(SHARED))
@@ -247,7 +247,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="image decoding processes for extraction")
     p.add_argument("--device", default="cpu", help="extraction and head training device (cpu, cuda, auto)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     global DEVICE
     DEVICE = args.device
     if args.quick:

@@ -267,7 +267,7 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
     return out
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--data", type=Path, help="folder of JPEGs (searched recursively); default: generated ones")
     p.add_argument("--minutes", type=float, default=None,
@@ -279,7 +279,11 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=SIZE, help=f"input size in px (default: {SIZE})")
     p.add_argument("--cpu-smoke", action="store_true",
                    help="run every code path on the CPU at toy sizes, no compile (for tests; the numbers mean nothing)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
     if args.cpu_smoke:

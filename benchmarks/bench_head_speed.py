@@ -99,14 +99,18 @@ def run_reference(cfg, x, y, classes, epochs: int) -> float:
     return (time.perf_counter() - t) / epochs
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="2,000 vectors, 8 epochs, 1 reference epoch")
     p.add_argument("--vectors", type=int, default=20000)
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--reference-epochs", type=int, default=2, help="reference epochs actually run")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.vectors, args.epochs, args.reference_epochs = 2000, 8, 1
     torch.set_num_threads(args.threads)

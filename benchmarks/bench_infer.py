@@ -117,12 +117,16 @@ def compiled(model, batch, budget_s: float):
             signal.signal(signal.SIGALRM, previous)
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm backbone (default: tf_efficientnet_lite0)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile on small machines)")
     p.add_argument("--compile-budget", type=float, default=None, help="seconds allowed for compiling (default 70 quick, 600)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     import numpy as np
     import torch
 

@@ -208,8 +208,12 @@ def build_cache(large_root: Path, tmp: Path, transform) -> tuple[object | None, 
                 "build_s_including_process_start": build_s, "images": len(manifest.samples)}
 
 
+def build_parser():
+    return C.parser(__doc__)
+
+
 def main(argv=None) -> int:
-    args = C.parser(__doc__).parse_args(argv)
+    args = build_parser().parse_args(argv)
     quick = args.quick
     repeats = args.repeats or (3 if quick else 5)
     n_e6, n_large, n_fer = (96, 24, 256) if quick else (384, 64, 2048)

@@ -132,10 +132,14 @@ def emorec_ready() -> str | None:
     return None
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--sizes", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="numbers of images (default 1000 32298; quick 500 4000)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     small, large = args.sizes or ((500, 2000) if args.quick else (1000, 32298))
     fer = C.shared_dataset("fer2013")
     if fer is None:

@@ -124,12 +124,16 @@ class BareStep:
             self.optimizer.zero_grad(set_to_none=True)
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm backbone (default: tf_efficientnet_lite0)")
     p.add_argument("--size", type=int, default=128, help="input size in px (default: 128)")
     p.add_argument("--batch", type=int, default=32, help="micro-batch size (default: 32)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
     C.apply_threads(args)

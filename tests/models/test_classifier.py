@@ -27,6 +27,7 @@ def test_forward_is_head_of_features():
     assert model(x).shape == (2, 4)
 
 
+@pytest.mark.slow
 def test_resnet50_recipe_model_has_about_26_8_million_parameters():
     model = build_model(ModelConfig(pretrained=False), 8)
     summary = parameter_summary(model)
