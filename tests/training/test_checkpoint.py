@@ -91,3 +91,14 @@ def test_a_checkpoint_of_another_label_map_is_refused():
     ckpt = {**state(1), "loaded_from": "runs/x/checkpoints/last.pt"}
     with pytest.raises(EmorecError, match=r"trained on labels \['a', 'b'\] but the data has \['a', 'c'\]"):
         check_compatible(ckpt, None, ["a", "c"])
+
+
+def test_early_stopping_restores_its_monitor_and_direction():
+    from emorec.training.early_stopping import EarlyStopping
+
+    saved = EarlyStopping("val_loss", 3)
+    saved.update(0.5, 1)
+    restored = EarlyStopping("val_macro_f1", 3)
+    restored.load_state_dict(saved.state_dict())
+    assert restored.monitor == "val_loss" and restored.mode == "min"
+    assert not restored.update(0.6, 2) and restored.update(0.4, 3)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +68,35 @@ def test_two_gloo_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path):
     assert (ddp / "train.log").read_text().count("epoch   1/1") == 1
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())
+
+
+def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD_ENV}, timeout=timeout)
+
+
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+
+
+@pytest.mark.slow
+def test_a_rank_with_an_empty_micro_batch_neither_hangs_its_peer_nor_lets_weights_diverge(tmp_path):
+    out = tmp_path / "result.json"
+    proc = torchrun(WORKER, "empty-batch", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["max_diff"] == 0.0 and result["moved"]
+    # Accumulation 2: micro-batch 1 closes a group, so that step is skipped on both ranks; micro-batch
+    # 2 opens one, which goes on with micro-batch 3.
+    assert result["skipped_steps"] == 1
+
+
+@pytest.mark.slow
+def test_no_rank_checks_the_run_directory_before_rank_0_has_claimed_it(tmp_path):
+    data = make_images(tmp_path / "images", per_class=8)
+    proc = torchrun(WORKER, "slow-rank-1", "--set",
+                    *tiny_overrides(data, tmp_path, "ddp", "train.epochs=1", "train.limit_train_batches=1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()
+    again = torchrun(WORKER, "slow-rank-1", "--set",
+                     *tiny_overrides(data, tmp_path, "ddp", "train.epochs=1", "train.limit_train_batches=1"))
+    assert again.returncode != 0 and again.stderr.count("already holds a run") == 2, "both ranks fail, none hangs"

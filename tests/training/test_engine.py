@@ -178,3 +178,24 @@ def test_predict_logits_returns_everything_in_order_and_restores_train_mode():
     assert torch.equal(targets, y)
     torch.testing.assert_close(logits, model(x).detach())
     assert math.isfinite(float(logits.sum()))
+
+
+def test_an_odd_batch_with_mixup_trains_on_every_sample():
+    from emorec.config import AugmentConfig
+    from emorec.training.losses import FocalLoss
+    from emorec.training.mixing import build_mixup
+
+    x, y = toy_data(15)
+    mixer = build_mixup(AugmentConfig(), 4, spatial=False)
+    _, progress, _ = run_epoch(toy_model(), batches(x, y, 15), mixup=mixer, loss_fn=FocalLoss())
+    assert progress.samples == 15
+
+
+def test_an_empty_micro_batch_is_counted_and_the_epoch_goes_on():
+    x, y = toy_data(32)
+    empty = (torch.empty(0, 8), torch.empty(0, dtype=torch.long), 8)
+    loader = batches(x, y, 16)
+    loader.insert(1, empty)
+    _, progress, _ = run_epoch(toy_model(), loader, accum=1)
+    assert progress.batches == 3 and progress.samples == 32 and progress.skipped_images == 8
+    assert progress.skipped_steps == 0, "one process has nothing to keep in step with"

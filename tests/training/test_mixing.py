@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from emorec.config import AugmentConfig
 from emorec.errors import EmorecError
 from emorec.training.losses import FocalLoss
-from emorec.training.mixing import build_mixup
+from emorec.training.mixing import build_mixup, mix_batch
 
 
 def test_mixed_targets_are_probability_vectors_over_the_classes():
@@ -49,10 +49,26 @@ def test_no_mixing_gives_none():
     assert build_mixup(dataclasses.replace(AugmentConfig(), mix_prob=0.0), 5) is None
 
 
-def test_odd_batches_are_refused_by_timm():
-    """Why the trainer drops incomplete batches and the engine trims odd ones."""
-    with pytest.raises(AssertionError):
-        build_mixup(AugmentConfig(), 3)(torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2]))
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_odd_batches_keep_every_sample(n):
+    mixer = build_mixup(AugmentConfig(), 3)
+    with pytest.raises(AssertionError):  # timm alone refuses an odd batch
+        mixer(torch.rand(n, 3, 8, 8), torch.arange(n) % 3)
+    x, y = torch.rand(n, 3, 8, 8), torch.arange(n) % 3
+    last = x[-1].clone()
+    mixed, targets = mix_batch(mixer, x, y)
+    assert mixed.shape == (n, 3, 8, 8) and targets.shape == (n, 3)
+    torch.testing.assert_close(targets.sum(1), torch.ones(n))
+    assert torch.equal(mixed[-1], last) and targets[-1].tolist() == F.one_hot(y[-1], 3).float().tolist()
+
+
+def test_feature_vectors_get_mixup_but_never_cutmix():
+    only_cutmix = dataclasses.replace(AugmentConfig(), mixup_alpha=0.0, cutmix_alpha=1.0)
+    assert build_mixup(only_cutmix, 3, spatial=False) is None
+    mixer = build_mixup(AugmentConfig(), 3, spatial=False)
+    assert mixer.cutmix_alpha == 0.0 and mixer.mixup_alpha > 0
+    mixed, targets = mix_batch(mixer, torch.rand(5, 16), torch.arange(5) % 3)
+    assert mixed.shape == (5, 16) and targets.shape == (5, 3)
 
 
 def test_bad_mixing_settings_are_user_errors():

@@ -1,16 +1,19 @@
-"""`--resume`: a run that stopped continues exactly, refuses foreign checkpoints, extends, and
-survives a corrupt last checkpoint."""
+"""`--resume`: a run that stopped continues exactly (full and head-only training alike),
+refuses foreign checkpoints and changed settings, extends with a new schedule, and survives a
+corrupt last checkpoint."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-import emorec.training.trainer as trainer
+from emorec.api import train
 from emorec.config import load_config
 from emorec.errors import EmorecError
-from emorec.training.trainer import train
+from emorec.training.result import TrainingInterrupted
 from training_runs import (  # noqa: F401 (one_thread is a fixture)
-    SAME_RESULT_COLUMNS, checkpoint_weights, make_images, max_abs_diff, metric_rows, tiny_config, one_thread,
+    SAME_RESULT_COLUMNS, checkpoint_weights, crash_in_epoch, extract_cache, head_only, make_images, max_abs_diff,
+    metric_rows, one_thread, sigterm_at_step, tiny_config,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,34 +27,80 @@ def data(tmp_path_factory):
     return make_images(tmp_path_factory.mktemp("data") / "images", per_class=16)
 
 
-def crash_in_epoch(monkeypatch, epoch: int) -> None:
-    """Make the run die (like a killed machine) when epoch `epoch` starts."""
-    real = trainer.train_one_epoch
-    calls = []
-
-    def dying(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == epoch:
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_one_epoch", dying)
+@pytest.fixture(scope="module")
+def cache(data, tmp_path_factory):
+    return extract_cache(data, tmp_path_factory.mktemp("features"))
 
 
-def test_stop_after_epoch_1_and_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch):
-    whole = train(tiny_config(data, tmp_path, "whole", *RANDOM_PARTS))
+@pytest.fixture(params=["images", "features"])
+def mode(request, cache):
+    """The same resume tests for full training and for head-only training on cached features."""
+    return () if request.param == "images" else head_only(cache)
+
+
+def assert_same_run(a_dir, b_dir, a_history, b_history):
+    assert len(a_history) == len(b_history)
+    for a, b in zip(a_history, b_history, strict=True):
+        assert {k: a[k] for k in SAME_RESULT_COLUMNS} == {k: b[k] for k in SAME_RESULT_COLUMNS}
+    assert max_abs_diff(checkpoint_weights(a_dir), checkpoint_weights(b_dir)) == 0.0
+    assert [r["epoch"] for r in metric_rows(b_dir)] == [str(r["epoch"]) for r in a_history], "no duplicated rows"
+
+
+def test_a_crash_in_epoch_2_then_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch, mode):
+    whole = train(tiny_config(data, tmp_path, "whole", *RANDOM_PARTS, *mode))
     with monkeypatch.context() as m:
         crash_in_epoch(m, 2)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            train(tiny_config(data, tmp_path, "split", *RANDOM_PARTS))
+            train(tiny_config(data, tmp_path, "split", *RANDOM_PARTS, *mode))
     assert [r["epoch"] for r in metric_rows(tmp_path / "split")] == ["1"]
     resumed = train(load_config(tmp_path / "split" / "config.yaml"), resume=tmp_path / "split")
+    assert resumed.epochs_completed == 3
+    assert_same_run(tmp_path / "whole", tmp_path / "split", whole.history, resumed.history)
 
-    assert resumed.epochs_completed == 3 and len(resumed.history) == 3
-    for a, b in zip(whole.history, resumed.history):
-        assert {k: a[k] for k in SAME_RESULT_COLUMNS} == {k: b[k] for k in SAME_RESULT_COLUMNS}
-    assert max_abs_diff(checkpoint_weights(tmp_path / "whole"), checkpoint_weights(tmp_path / "split")) == 0.0
-    assert len(metric_rows(tmp_path / "split")) == 3
+
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_resume_ends_with_the_uninterrupted_weights(
+        data, tmp_path, monkeypatch, mode):
+    settings = (*RANDOM_PARTS, "data.batch_size=4", "optim.accumulation_steps=2", *mode)
+    whole = train(tiny_config(data, tmp_path, "whole", *settings))
+    with monkeypatch.context() as m:
+        sigterm_at_step(m, epoch=2, step=1)
+        with pytest.raises(TrainingInterrupted, match="SIGTERM") as stopped:
+            train(tiny_config(data, tmp_path, "stopped", *settings))
+    assert stopped.value.exit_code == 128 + 15
+    ckpt = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["batch_in_epoch"] > 0, "a mid-epoch checkpoint"
+    resumed = train(load_config(tmp_path / "stopped" / "config.yaml"), resume=tmp_path / "stopped")
+    assert_same_run(tmp_path / "whole", tmp_path / "stopped", whole.history, resumed.history)
+
+
+@pytest.mark.parametrize("override", ["data.batch_size=4", "optim.accumulation_steps=1", "train.monitor=val_loss"])
+def test_resume_with_a_changed_batch_accumulation_or_monitor_is_refused(data, tmp_path, override):
+    train(tiny_config(data, tmp_path, "run", "train.epochs=1", "train.limit_train_batches=2"))
+    key = override.split("=")[0]
+    cfg = load_config(tmp_path / "run" / "config.yaml", [override, "train.epochs=2"])
+    with pytest.raises(EmorecError, match=f"{key} was .* a resumed run keeps it"):
+        train(cfg, resume=tmp_path / "run")
+
+
+def test_extending_a_finished_run_warms_up_a_new_schedule(data, tmp_path, monkeypatch):
+    import emorec.training.trainer as trainer
+
+    train(tiny_config(data, tmp_path, "run", "train.epochs=2", "train.limit_train_batches=4"))
+    first_lr = []
+    real = trainer.train_one_epoch
+
+    def recording(model, loader, loss_fn, optimizer, *args, **kwargs):
+        first_lr.append(max(g["lr"] for g in optimizer.param_groups))
+        return real(model, loader, loss_fn, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", recording)
+    cfg = load_config(tmp_path / "run" / "config.yaml", ["train.epochs=4"])
+    train(cfg, resume=tmp_path / "run")
+    # Epoch 3 starts the new cycle at optim.lr, not at the old cycle's end (lr / 1e3) or its peak.
+    assert first_lr[0] == pytest.approx(cfg.optim.lr)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["schedule_start_epoch"] == 2 and ckpt["scheduler"]["total_steps"] == 2 * 2  # 2 epochs x 2 steps
+    assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == ["1", "2", "3", "4"]
 
 
 def test_a_larger_epoch_count_extends_a_finished_run(data, tmp_path):

@@ -76,3 +76,61 @@ def metric_rows(run_dir: Path) -> list[dict[str, str]]:
 
 SAME_RESULT_COLUMNS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                        "skipped_images", "bad_steps")
+
+
+def extract_cache(data: Path, cache_dir: Path, *extra: str):
+    """Features of `data` (split as tiny_overrides splits it) from a random-init test backbone."""
+    from emorec.features.extract import extract_features
+
+    cfg = tiny_config(data, cache_dir, "unused", *extra)
+    return extract_features(str(data), "test_efficientnet", pretrained=False, image_size=32, augmented_views=2,
+                            grid=0, cache_dir=cache_dir, cfg=cfg, num_workers=0, dtype="float32", progress=False,
+                            log=lambda _m: None)
+
+
+def head_only(cache) -> tuple[str, ...]:
+    """Overrides that make a tiny run train the head on `cache`."""
+    return ("train.head_only=true", f"train.features_dir={cache.root}")
+
+
+def crash_in_epoch(monkeypatch, epoch: int) -> None:
+    """Make the run die (like a killed machine) when epoch `epoch` starts."""
+    import emorec.training.trainer as trainer
+
+    real = trainer.train_one_epoch
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", dying)
+
+
+def sigterm_at_step(monkeypatch, epoch: int, step: int) -> None:
+    """Send this process a real SIGTERM after optimizer step `step` of epoch `epoch` (1-based)."""
+    import os
+    import signal
+
+    import emorec.training.trainer as trainer
+
+    real = trainer.train_one_epoch
+    calls = []
+
+    def signalling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            inner, steps = kwargs["on_step"], []
+
+            def on_step():
+                inner()
+                steps.append(1)
+                if len(steps) == step:
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+            kwargs["on_step"] = on_step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", signalling)
