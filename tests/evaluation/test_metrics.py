@@ -8,11 +8,11 @@ import pytest
 from emorec.evaluation.metrics import (
     compute_metrics,
     expected_calibration_error,
-    macro_f1,
     most_confused_pairs,
     reliability_bins,
     top_k_accuracy,
 )
+from emorec.training.validation import macro_f1
 
 # -- three classes, eight samples, every class both true and predicted ---------------------------
 #
