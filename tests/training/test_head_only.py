@@ -12,21 +12,11 @@ from emorec.cli import main
 from emorec.config import config_from_dict
 from emorec.errors import EmorecError
 from emorec.training.sources import FeatureBatches, head_batch_size
-from training_runs import (  # noqa: F401 (one_thread is a fixture)
-    extract_cache, head_only, make_images, metric_rows, one_thread, tiny_config, tiny_overrides,
+from training_runs import (  # noqa: F401 (cache, data and one_thread are fixtures)
+    cache, data, head_only, metric_rows, one_thread, tiny_config, tiny_overrides,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_images(tmp_path_factory.mktemp("data") / "images", per_class=16)
-
-
-@pytest.fixture(scope="module")
-def cache(data, tmp_path_factory):
-    return extract_cache(data, tmp_path_factory.mktemp("features"))
 
 
 def test_a_head_only_run_is_a_normal_run_whose_checkpoint_matches_the_pixels(data, cache, tmp_path):

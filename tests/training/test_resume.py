@@ -11,25 +11,15 @@ from emorec.api import train
 from emorec.config import load_config
 from emorec.errors import EmorecError
 from emorec.training.result import TrainingInterrupted
-from training_runs import (  # noqa: F401 (one_thread is a fixture)
-    SAME_RESULT_COLUMNS, checkpoint_weights, crash_in_epoch, extract_cache, head_only, make_images, max_abs_diff,
-    metric_rows, one_thread, sigterm_at_step, tiny_config,
+from training_runs import (  # noqa: F401 (cache, data and one_thread are fixtures)
+    SAME_RESULT_COLUMNS, cache, checkpoint_weights, crash_in_epoch, data, head_only, max_abs_diff, metric_rows,
+    one_thread, sigterm_at_step, tiny_config,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # MixUp, dropout, augmentation, weighted sampling and EMA all on: everything random must resume.
 RANDOM_PARTS = ("augment.mix_prob=0.5", "train.ema=true", "train.epochs=3")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_images(tmp_path_factory.mktemp("data") / "images", per_class=16)
-
-
-@pytest.fixture(scope="module")
-def cache(data, tmp_path_factory):
-    return extract_cache(data, tmp_path_factory.mktemp("features"))
 
 
 @pytest.fixture(params=["images", "features"])

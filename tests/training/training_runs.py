@@ -78,6 +78,18 @@ SAME_RESULT_COLUMNS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_ac
                        "skipped_images", "bad_steps")
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """16 images per class, shared by a test module's runs."""
+    return make_images(tmp_path_factory.mktemp("data") / "images", per_class=16)
+
+
+@pytest.fixture(scope="module")
+def cache(data, tmp_path_factory):
+    """A feature cache of `data` for head-only runs."""
+    return extract_cache(data, tmp_path_factory.mktemp("features"))
+
+
 def extract_cache(data: Path, cache_dir: Path, *extra: str):
     """Features of `data` (split as tiny_overrides splits it) from a random-init test backbone."""
     from emorec.features.extract import extract_features
