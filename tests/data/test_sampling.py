@@ -55,8 +55,12 @@ def test_sampler_and_loss_weights_together_give_every_class_the_same_share(sampl
     share = drawn / drawn.sum() * loss_class_weights(LABELS, 3, cfg).numpy()
     assert np.allclose(share, share[0])
     assert np.isclose(share.sum(), 1.0)  # the mean weight of a drawn sample stays 1
-    if sampling and power == 1.0:
-        assert torch.equal(loss_class_weights(LABELS, 3, cfg), torch.ones(3))
+
+
+def test_a_fully_balancing_sampler_leaves_the_loss_unweighted():
+    cfg = Config()
+    cfg.data.weighted_sampling, cfg.data.sampling_power = True, 1.0
+    assert torch.equal(loss_class_weights(LABELS, 3, cfg), torch.ones(3))
 
 
 def test_loss_weights_none_and_bad_sampling_power():

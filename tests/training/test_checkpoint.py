@@ -43,8 +43,9 @@ def test_keep_previous_moves_the_old_last_to_last_prev(tmp_path):
     assert torch.load(folder / "last.prev.pt", weights_only=True)["epoch"] == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "missing"])
-def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+@pytest.mark.parametrize("damage, reason", [("truncate", "truncated or corrupt"), ("garbage", "truncated or corrupt"),
+                                            ("foreign", "truncated or corrupt"), ("missing", "last.pt is missing")])
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage, reason):
     folder = tmp_path / "checkpoints"
     save_checkpoint(folder / "last.pt", state(1), keep_previous=True)
     save_checkpoint(folder / "last.pt", state(2), keep_previous=True)
@@ -60,8 +61,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
     with caplog.at_level(logging.WARNING):
         ckpt = load_checkpoint(tmp_path)
     assert ckpt["epoch"] == 1 and ckpt["loaded_from"].endswith("last.prev.pt")
-    if damage != "missing":
-        assert "truncated or corrupt" in caplog.text and "using the previous checkpoint" in caplog.text
+    assert reason in caplog.text and "using the previous checkpoint" in caplog.text
 
 
 def test_no_usable_checkpoint_is_one_clear_error(tmp_path):

@@ -89,20 +89,25 @@ def test_three_classes_gamma_one_by_hand():
     assert float(FocalLoss(gamma=1.0, alpha=1.0)(logits, torch.tensor([2]))) == pytest.approx(0.1762514, abs=1e-6)
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing, weighted", [(0.0, False), (0.1, False), (0.0, True)])
 def test_gamma_zero_alpha_one_is_cross_entropy_for_hard_targets(smoothing, weighted):
     torch.manual_seed(0)
     logits, targets = torch.randn(16, 5) * 3, torch.randint(0, 5, (16,))
     weight = torch.rand(5) + 0.5 if weighted else None
     ours = FocalLoss(gamma=0.0, alpha=1.0, weight=weight, label_smoothing=smoothing)(logits, targets)
     theirs = F.cross_entropy(logits, targets, weight=weight, label_smoothing=smoothing)
-    if weighted and smoothing:
-        # PyTorch weights the smoothing mass by its column; here each image's whole loss carries
-        # its own class weight (see the module docstring).
-        assert not torch.allclose(ours, theirs, atol=1e-4)
-        theirs = _sample_weighted_cross_entropy(logits, targets, weight, smoothing)
     assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_weighted_smoothing_weights_each_image_by_its_own_class_not_by_column():
+    # PyTorch weights the smoothing mass by its column; here each image's whole loss carries
+    # its own class weight (see the module docstring).
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 5) * 3, torch.randint(0, 5, (16,))
+    weight = torch.rand(5) + 0.5
+    ours = FocalLoss(gamma=0.0, alpha=1.0, weight=weight, label_smoothing=0.1)(logits, targets)
+    assert not torch.allclose(ours, F.cross_entropy(logits, targets, weight=weight, label_smoothing=0.1), atol=1e-4)
+    assert torch.allclose(ours, _sample_weighted_cross_entropy(logits, targets, weight, 0.1), atol=1e-6)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
