@@ -163,9 +163,10 @@ def evaluate_run(
     from tqdm import tqdm
 
     from emorec.data.dataset import ManifestDataset
+    from emorec.devices import resolve_device
     from emorec.evaluation.tta import logits_and_tta_probabilities
     from emorec.models.classifier import parameter_summary
-    from emorec.serving.loading import load_run_model, resolve_device
+    from emorec.run_model import load_run_model
     from emorec.serving.preprocess import Preprocessing
 
     run_dir = Path(run_dir)
@@ -183,7 +184,7 @@ def evaluate_run(
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(
         _Indexed(dataset), batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate_indexed, pin_memory=device.startswith("cuda"),
+        collate_fn=_collate_indexed, pin_memory=device.type == "cuda",
     )
     all_logits, all_tta, all_targets, all_indices, skipped = [], [], [], [], 0
     model = loaded.model

@@ -308,7 +308,7 @@ def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None
     """
     from emorec.data.labels import LabelMap
     from emorec.models.classifier import build_model, model_signature
-    from emorec.training.checkpoint import library_versions, load_checkpoint, run_dir_of, save_checkpoint
+    from emorec.checkpoint import library_versions, load_checkpoint, run_dir_of, save_checkpoint
     from emorec.training.trainer import RunResult
 
     if not cfg.train.features_dir:
@@ -327,7 +327,7 @@ def train_head(cfg: Config, resume: str | None = None, log: Callable[[str], None
     run_dir = cfg.run_dir
     resume_state = None
     if resume:
-        ckpt = load_checkpoint(resume)
+        ckpt = load_checkpoint(resume, which="last")
         resume_state = ckpt.get("head_training")
         if resume_state is None:
             raise EmorecError(f"checkpoint {resume} was not written by head-only training; resume it with `emorec train`")

@@ -175,7 +175,7 @@ def export_torchscript(loaded, path: Path, batch: np.ndarray, metadata: dict, to
 
 def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output_dir: str | Path | None = None, tolerance: float = PARITY_TOLERANCE) -> list[ExportResult]:
     """Export a run (or checkpoint) to each of `formats` under `output_dir` (default RUN_DIR/export)."""
-    from emorec.serving.loading import load_run_model
+    from emorec.run_model import load_run_model
 
     unknown = set(formats) - set(FORMATS)
     if unknown:

@@ -79,10 +79,11 @@ class TorchPredictor:
     """A run directory or checkpoint, served with PyTorch."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from emorec.serving.loading import load_run_model
+        from emorec.devices import resolve_device
+        from emorec.run_model import load_run_model
 
-        self.loaded = load_run_model(path, device)
-        self.device = device
+        self.device = resolve_device(device)
+        self.loaded = load_run_model(path, self.device)
         self.labels = list(self.loaded.label_map.names)
         # JPEGs may be decoded at reduced scale (draft mode), but never below the Resize target.
         self.min_size = max(preprocessing_of(self.loaded).resize)
@@ -121,7 +122,8 @@ class OnnxPredictor:
 
 
 def open_predictor(model: str | Path, device: str = "cpu"):
-    """TorchPredictor for a run dir or .pt file, OnnxPredictor for a .onnx file."""
+    """TorchPredictor for a run dir or .pt file (on `device`: auto, cpu, cuda, cuda:N),
+    OnnxPredictor for a .onnx file (onnxruntime on the CPU)."""
     if Path(model).suffix.lower() == ".onnx":
         return OnnxPredictor(model)
     return TorchPredictor(model, device)

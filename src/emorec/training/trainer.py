@@ -22,7 +22,7 @@ import torch
 
 from emorec.config import Config, save_config
 from emorec.errors import EmorecError
-from emorec.training import checkpoint as ckpt_io
+from emorec import checkpoint as ckpt_io
 from emorec.training import distributed as dist_utils
 from emorec.training.data_order import ResumableSampler, SeededSamples
 from emorec.training.early_stopping import EarlyStopping
@@ -107,7 +107,7 @@ class _Run:
         self.info = info
         self.device = info.device
         self.log = setup_logging(None, info.is_main)  # before loading: a checkpoint fallback is reported
-        self.ckpt = ckpt_io.load_checkpoint(resume) if resume else None
+        self.ckpt = ckpt_io.load_checkpoint(resume, which="last") if resume else None
         if self.ckpt is not None:
             run_dir = ckpt_io.run_dir_of(self.ckpt["loaded_from"])
             # The run continues in its own folder whatever output_dir / name the config says.
