@@ -167,7 +167,7 @@ def evaluate_run(
     from emorec.evaluation.tta import logits_and_tta_probabilities
     from emorec.models.classifier import parameter_summary
     from emorec.run_model import load_run_model
-    from emorec.serving.preprocess import Preprocessing
+    from emorec.data.preprocess import Preprocessing
 
     run_dir = Path(run_dir)
     device = resolve_device(device)

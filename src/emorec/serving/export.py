@@ -23,7 +23,7 @@ import numpy as np
 
 from emorec.errors import EmorecError
 from emorec.serving.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
-from emorec.serving.preprocess import Preprocessing
+from emorec.data.preprocess import Preprocessing
 
 FORMATS = ("onnx", "torchscript")
 PARITY_TOLERANCE = 1e-3

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from emorec.errors import EmorecError
-from emorec.serving.preprocess import Preprocessing
+from emorec.data.preprocess import Preprocessing
 
 METADATA_KEY = "emorec"
 INPUT_NAME = "image"

@@ -70,7 +70,7 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failu
 
 def preprocessing_of(loaded) -> "Preprocessing":  # noqa: F821
     """The PIL + numpy description of a loaded run's eval transform."""
-    from emorec.serving.preprocess import Preprocessing
+    from emorec.data.preprocess import Preprocessing
 
     return Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
 
@@ -114,7 +114,7 @@ class OnnxPredictor:
         self.tta = self.model.metadata.get("tta", {"hflip": True, "crops": 0})
 
     def probabilities(self, images: list, tta: bool) -> np.ndarray:
-        from emorec.serving.preprocess import tta_views_numpy
+        from emorec.data.preprocess import tta_views_numpy
 
         batch = np.stack([self.model.preprocessing(im) for im in images])
         views = tta_views_numpy(batch, hflip=self.tta["hflip"], crops=self.tta["crops"]) if tta else [batch]

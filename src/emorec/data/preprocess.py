@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from emorec.errors import EmorecError
-from emorec.evaluation.views import crop_box
+from emorec.data.views import crop_box
 
 PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
