@@ -92,14 +92,15 @@ class TorchPredictor:
         import torch
 
         from emorec.evaluation.tta import tta_probabilities
+        from emorec.inference import infer
 
-        batch = torch.stack([self.loaded.transform(im) for im in images]).to(self.device)
-        with torch.no_grad():
-            if tta:
-                probs = tta_probabilities(self.loaded.model, batch, self.loaded.cfg.eval)
-            else:
-                probs = torch.softmax(self.loaded.model(batch).float(), dim=1)
-        return probs.cpu().numpy()
+        model, eval_cfg = self.loaded.model, self.loaded.cfg.eval
+
+        def forward(batch):
+            return tta_probabilities(model, batch, eval_cfg) if tta else torch.softmax(model(batch).float(), dim=1)
+
+        batch = torch.stack([self.loaded.transform(im) for im in images])
+        return infer(forward, batch, self.device).cpu().numpy()
 
 
 class OnnxPredictor:

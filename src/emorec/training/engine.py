@@ -213,27 +213,3 @@ def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float) -> No
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader, device: torch.device, amp_dtype: torch.dtype | None = None,
-                   channels_last: bool = False, show_progress: bool = False,
-                   desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 CPU logits and targets for every readable image the loader yields, in order."""
-    was_training = model.training
-    model.eval()
-    logits, targets = [], []
-    try:
-        for images, y, _ in tqdm(loader, desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True):
-            if len(images) == 0:
-                continue
-            images = to_device(images, device, channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(images)
-            logits.append(out.float().cpu())
-            targets.append(y.cpu())
-    finally:
-        model.train(was_training)
-    if not logits:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(targets).long()

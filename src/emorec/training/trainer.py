@@ -26,7 +26,8 @@ from emorec import checkpoint as ckpt_io
 from emorec.training import distributed as dist_utils
 from emorec.training.data_order import ResumableSampler, SeededSamples
 from emorec.training.early_stopping import EarlyStopping
-from emorec.training.engine import EpochProgress, LoopState, StepOptions, predict_logits, train_one_epoch
+from emorec.inference import predict_logits
+from emorec.training.engine import EpochProgress, LoopState, StepOptions, train_one_epoch
 from emorec.training.run_dir import METRIC_COLUMNS, MetricsLog, check_new_run_dir, close_logging, setup_logging, write_json
 from emorec.training.seeding import capture_rng_state, restore_rng_state, seed_everything, set_deterministic
 from emorec.training.signals import StopRequest
