@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from emorec.errors import EmorecError
 from emorec.data.views import crop_box
+from emorec.errors import EmorecError
 
 PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,

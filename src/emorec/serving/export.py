@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emorec.data.preprocess import Preprocessing
 from emorec.errors import EmorecError
 from emorec.serving.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
-from emorec.data.preprocess import Preprocessing
 
 FORMATS = ("onnx", "torchscript")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
