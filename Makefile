@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch/torchvision pinned to the builds that lie on the CI machine's disk (see DEVELOPERS.md)
+	# torch/torchvision pinned to the builds that lie on the CI machine's disk; installed first so that
+	# `pip install -e .` (torch>=2.4) keeps them instead of resolving a newer release
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)

@@ -57,7 +57,7 @@ def export(model, path: Path, batch, threads: int = 0) -> tuple[object, str]:
     mod, why = C.optional_import("emorec.serving.export")
     if mod is not None:
         from emorec.serving.onnx_runtime import OnnxClassifier
-        from emorec.serving.preprocess import Preprocessing
+        from emorec.data.preprocess import Preprocessing
 
         prep = Preprocessing(resize=[int(SIZE / 0.875)], crop=[SIZE, SIZE], interpolation="bilinear",
                              mean=[0.5] * 3, std=[0.5] * 3)

@@ -55,6 +55,12 @@ def emotion6() -> Path:
 
 
 @pytest.fixture
+def lite0_weights() -> Path:
+    """../shared's tf_efficientnet_lite0 weights, with config.json beside them (skips when absent)."""
+    return shared_path("weights", "tf_efficientnet_lite0", "model.safetensors")
+
+
+@pytest.fixture
 def fer2013() -> Path:
     """../shared/datasets/fer2013 (skips when absent)."""
     return shared_path("datasets", "fer2013")

@@ -279,6 +279,6 @@ def test_every_number_field_has_a_range_and_every_rule_names_a_field():
 
 
 def test_tta_crop_range_matches_the_crop_views():
-    from emorec.evaluation.views import CROP_ANCHORS
+    from emorec.data.views import CROP_ANCHORS
 
     assert RANGES["eval.tta_crops"] == f"[0, {len(CROP_ANCHORS)}]"

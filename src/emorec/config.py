@@ -198,7 +198,7 @@ RANGES: dict[str, str] = {
     "train.max_bad_steps": "[1, inf)",
     "train.checkpoint_every_steps": "[0, inf)",  # 0: only at epoch end
     "train.limit_train_batches": "[0, inf)",  # 0: every batch
-    # evaluation.views.CROP_ANCHORS holds the centre and four corners; more crops repeat views.
+    # data.views.CROP_ANCHORS holds the centre and four corners; more crops repeat views.
     "eval.tta_crops": "[0, 5]",
     "eval.batch_size": "[1, inf)",
 }

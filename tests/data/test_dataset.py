@@ -44,3 +44,15 @@ def test_bad_images_are_skipped_and_counted_through_a_dataloader(tmp_path, tiny_
 def test_a_batch_of_only_bad_images_gives_empty_tensors():
     images, targets, skipped = collate_skip([None, None])
     assert skipped == 2 and len(images) == 0 and len(targets) == 0 and targets.dtype == torch.long
+
+
+def test_indexed_items_keep_their_position_through_the_collate(tmp_path, tiny_dataset):
+    from emorec.data.dataset import collate_indexed
+
+    good = read_manifest(tiny_dataset).samples[:3]
+    samples = good[:1] + [Sample(str(zero_byte(tmp_path / "z.jpg")), "awe")] + good[1:]
+    ds = ManifestDataset(samples, LabelMap(["amusement", "anger", "awe", "fear"]), _transform(), 36, return_index=True)
+    images, targets, indices, skipped = collate_indexed([ds[i] for i in range(len(ds))])
+    assert indices.tolist() == [0, 2, 3] and skipped == 1 and images.shape == (3, 3, 32, 32) and len(targets) == 3
+    images, targets, indices, skipped = collate_indexed([None])
+    assert len(images) == len(targets) == len(indices) == 0 and skipped == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from emorec.config import EvalConfig
-from emorec.evaluation.views import crop_box
+from emorec.data.views import crop_box
 from emorec.evaluation.tta import logits_and_tta_probabilities, tta_probabilities, tta_views
 
 

@@ -37,9 +37,40 @@ def test_onnx_and_torchscript_match_pytorch_and_carry_their_metadata(fake_run):
         assert model.logits(np.zeros((batch, 3, 32, 32), np.float32)).shape == (batch, 4)
 
 
-def test_a_parity_failure_refuses_the_export(fake_run, tmp_path):
+@pytest.mark.parametrize("formats", [("onnx",), ("onnx", "torchscript")])
+def test_a_parity_failure_refuses_the_export_and_leaves_nothing_to_serve(fake_run, tmp_path, formats):
+    out = tmp_path / "export"
+    with pytest.raises(EmorecError, match="differs from PyTorch .* nothing was written"):
+        export_run(fake_run, formats, out, tolerance=-1.0)
+    assert list(out.iterdir()) == []  # no model.onnx, model.json or temporary file
+
+
+def test_a_failed_re_export_keeps_the_previous_good_files(fake_run, tmp_path):
+    out = tmp_path / "export"
+    [good] = export_run(fake_run, ("onnx",), out)
+    before = good.path.read_bytes()
     with pytest.raises(EmorecError, match="differs from PyTorch"):
-        export_run(fake_run, ("onnx",), tmp_path, tolerance=-1.0)
+        export_run(fake_run, ("onnx",), out, tolerance=-1.0)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]
+    assert good.path.read_bytes() == before
+
+
+def test_numpy_preprocessing_that_drifts_from_torchvision_refuses_the_export(fake_run, tmp_path, monkeypatch):
+    from emorec.data.preprocess import Preprocessing
+
+    real_call = Preprocessing.__call__
+    # 3/255 in normalised units: small, but ONNX serving would see other pixels than PyTorch.
+    monkeypatch.setattr(Preprocessing, "__call__", lambda self, image: real_call(self, image) + 3 / 255)
+    out = tmp_path / "export"
+    with pytest.raises(EmorecError, match=r"preprocessing .* differs from the run's torchvision eval transform by 0\.0118"):
+        export_run(fake_run, ("onnx",), out)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_preprocessing_is_checked_on_synthetic_images_when_no_image_is_readable(fake_run, tmp_path):
+    (fake_run / "manifest.csv").write_text("path,label,split\n/nowhere/a.jpg,anger,test\n")
+    [result] = export_run(fake_run, ("onnx",), tmp_path / "export")
+    assert result.parity_inputs.startswith("8 random inputs") and result.extra["preprocess_max_abs_diff"] < 1e-5
 
 
 def test_an_unexportable_model_is_a_one_line_error_and_torchscript_still_works(tiny_dataset, tmp_path):

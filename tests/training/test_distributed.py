@@ -97,6 +97,3 @@ def test_no_rank_checks_the_run_directory_before_rank_0_has_claimed_it(tmp_path)
                     *tiny_overrides(data, tmp_path, "ddp", "train.epochs=1", "train.limit_train_batches=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()
-    again = torchrun(WORKER, "slow-rank-1", "--set",
-                     *tiny_overrides(data, tmp_path, "ddp", "train.epochs=1", "train.limit_train_batches=1"))
-    assert again.returncode != 0 and again.stderr.count("already holds a run") == 2, "both ranks fail, none hangs"

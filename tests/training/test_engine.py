@@ -18,9 +18,9 @@ from emorec.training.engine import (
     LoopState,
     NonFiniteLossError,
     StepOptions,
-    predict_logits,
     train_one_epoch,
 )
+from emorec.inference import predict_logits
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")

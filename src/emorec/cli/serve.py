@@ -45,12 +45,7 @@ def run_predict(args) -> int:
     paths, failures = collect_inputs(args.inputs)
     if not paths and not failures:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
-    device = "cpu"
-    if Path(args.model).suffix.lower() != ".onnx":
-        from emorec.serving.loading import resolve_device
-
-        device = resolve_device(args.device)
-    predictor = open_predictor(args.model, device)
+    predictor = open_predictor(args.model, args.device)
     writer = PredictionWriter(args.output, args.top_k) if args.output else None
     width = min(60, max((len(str(p)) for p in paths), default=10))
     written = 0

@@ -23,14 +23,16 @@ log = logging.getLogger("emorec.data")
 
 
 class ManifestDataset(Dataset):
-    """`(image tensor, label index)` per sample, or None for an unreadable image.
+    """`(image tensor, label index)` per sample, or None for an unreadable image; with
+    `return_index`, `(image tensor, label index, sample index)` so results map back to files.
 
     `min_size` is passed to `load_rgb`: JPEGs are draft-decoded to at least that many pixels per
     side. Pass the largest size the transform resizes to (for the eval transform
     `eval_resize_size(image_size)`), so nothing is upsampled after a draft decode.
     """
 
-    def __init__(self, samples: Sequence[Sample], label_map: LabelMap, transform, min_size: int | None = None):
+    def __init__(self, samples: Sequence[Sample], label_map: LabelMap, transform, min_size: int | None = None,
+                 return_index: bool = False):
         # Plain numpy arrays, not lists of Python objects: forked DataLoader workers touch the
         # refcount of every object they read, which copies the parent's pages into each worker
         # (pytorch/pytorch#13246) and makes worker memory grow with the dataset.
@@ -38,6 +40,7 @@ class ManifestDataset(Dataset):
         self.targets = np.array(label_map.encode([s.label for s in samples]), dtype=np.int64)
         self.transform = transform
         self.min_size = min_size
+        self.return_index = return_index
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -50,18 +53,25 @@ class ManifestDataset(Dataset):
             return None
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self.targets[index])
+        target = int(self.targets[index])
+        return (image, target, index) if self.return_index else (image, target)
+
+
+def _stack_readable(batch: list, columns: int) -> tuple:
+    """(images, `columns` integer columns..., number of None samples dropped)."""
+    kept = [b for b in batch if b is not None]
+    images = torch.stack([b[0] for b in kept]) if kept else torch.empty(0, 3, 1, 1)
+    ints = [torch.tensor([int(b[c]) for b in kept], dtype=torch.long) for c in range(1, 1 + columns)]
+    return (images, *ints, len(batch) - len(kept))
 
 
 def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack the readable samples; returns (images, targets, number of None samples dropped).
+    """Stack the readable `(image, label)` samples; returns (images, targets, number of None
+    samples dropped). A batch with no readable image gives empty tensors, so the loop can count
+    and move on."""
+    return _stack_readable(batch, 1)
 
-    A batch with no readable image gives empty tensors, so the loop can count and move on.
-    """
-    kept = [b for b in batch if b is not None]
-    skipped = len(batch) - len(kept)
-    if not kept:
-        return torch.empty(0, 3, 1, 1), torch.empty(0, dtype=torch.long), skipped
-    images = torch.stack([b[0] for b in kept])
-    targets = torch.tensor([int(b[1]) for b in kept], dtype=torch.long)
-    return images, targets, skipped
+
+def collate_indexed(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """`collate_skip` for `(image, label, index)` samples: (images, targets, indices, dropped)."""
+    return _stack_readable(batch, 2)

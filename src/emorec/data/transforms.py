@@ -4,7 +4,7 @@ Training: RandomResizedCrop (scale from `scale_min`: emotion cues are often glob
 at least half the image by default), flip, rotation, colour jitter, perspective, one automatic
 policy (AutoAugment ImageNet, RandAugment or TrivialAugmentWide), then tensor, normalisation and
 RandomErasing (which works on tensors). Evaluation is the standard Resize(size / 0.875) +
-CenterCrop(size), the form serving/ re-implements without torch.
+CenterCrop(size), the form data/preprocess.py re-implements without torch.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Sequence
 from torchvision import transforms as T
 
 from emorec.config import Config
+from emorec.data.views import CROP_FRACTION
 
 INTERPOLATION = T.InterpolationMode.BICUBIC  # timm's default for the recipe's backbones
-EVAL_CROP_FRACTION = 0.875
 
 
 def _auto_augment(name: str):
@@ -51,7 +51,8 @@ def build_train_transform(cfg: Config, mean: Sequence[float], std: Sequence[floa
 
 
 def eval_resize_size(image_size: int) -> int:
-    return int(image_size / EVAL_CROP_FRACTION)
+    """Shorter side the eval transform resizes to before its centre crop of `image_size`."""
+    return int(image_size / CROP_FRACTION)
 
 
 def build_eval_transform(cfg: Config, mean: Sequence[float], std: Sequence[float]) -> T.Compose:

@@ -34,33 +34,6 @@ class EvalResult:
     pictures: dict[str, Path] = field(default_factory=dict)
 
 
-class _Indexed:
-    """Wrap a ManifestDataset so each item also carries its position (None stays None)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        item = self.dataset[index]
-        return None if item is None else (item[0], item[1], index)
-
-
-def _collate_indexed(batch):
-    """Like data.collate_skip, but keeps sample indices so predictions map back to files."""
-    import torch
-
-    kept = [b for b in batch if b is not None]
-    if not kept:
-        return None, None, None, len(batch)
-    images = torch.stack([b[0] for b in kept])
-    targets = torch.tensor([int(b[1]) for b in kept])
-    indices = torch.tensor([b[2] for b in kept])
-    return images, targets, indices, len(batch) - len(kept)
-
-
 def _select_samples(run_dir: Path, split: str, data: str | None, label_names: list[str]):
     """(samples, output name, description) for a run split or an external dataset."""
     from emorec.data.manifest import CSV_NAMES, read_manifest
@@ -158,15 +131,15 @@ def evaluate_run(
     `tta=None` follows the run's `eval.tta`; with TTA on, results with and without it are both
     reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/.
     """
-    import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
-    from emorec.data.dataset import ManifestDataset
+    from emorec.data.dataset import ManifestDataset, collate_indexed
+    from emorec.data.preprocess import Preprocessing
+    from emorec.devices import resolve_device
     from emorec.evaluation.tta import logits_and_tta_probabilities
+    from emorec.inference import run_batches
     from emorec.models.classifier import parameter_summary
-    from emorec.serving.loading import load_run_model, resolve_device
-    from emorec.serving.preprocess import Preprocessing
+    from emorec.run_model import load_run_model
 
     run_dir = Path(run_dir)
     device = resolve_device(device)
@@ -179,33 +152,33 @@ def evaluate_run(
     output_dir = Path(output) if output else run_dir / "eval" / name
 
     decode_size = max(Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std).resize)
-    dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size)
+    dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size, return_index=True)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(
-        _Indexed(dataset), batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate_indexed, pin_memory=device.startswith("cuda"),
+        dataset, batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
+        collate_fn=collate_indexed, pin_memory=device.type == "cuda",
     )
-    all_logits, all_tta, all_targets, all_indices, skipped = [], [], [], [], 0
     model = loaded.model
-    with torch.no_grad():
-        for images, targets, indices, n_skipped in tqdm(loader, desc=f"evaluate {name}", unit="batch", leave=False):
-            skipped += n_skipped
-            if images is None:
-                continue
-            images = images.to(device, non_blocking=True)
-            if use_tta:
-                logits, tta_probs = logits_and_tta_probabilities(model, images, cfg.eval)
-                all_tta.append(tta_probs.cpu().numpy())
-            else:
-                logits = model(images).float()
-            all_logits.append(logits.cpu().numpy())
-            all_targets.append(targets.numpy())
-            all_indices.append(indices.numpy())
+
+    def forward(images):
+        if use_tta:
+            return logits_and_tta_probabilities(model, images, cfg.eval)
+        return model(images).float(), None
+
+    all_logits, all_tta, all_targets, all_indices = [], [], [], []
+    for (logits, tta_probs), (targets, indices, _) in run_batches(forward, loader, device, show_progress=True,
+                                                                   desc=f"evaluate {name}"):
+        all_logits.append(logits.cpu().numpy())
+        if use_tta:
+            all_tta.append(tta_probs.cpu().numpy())
+        all_targets.append(targets.numpy())
+        all_indices.append(indices.numpy())
     if not all_logits:
         raise EmorecError(f"none of the {len(samples)} images in {description} could be read; check the files")
     logits = np.concatenate(all_logits).astype(np.float64)
     targets = np.concatenate(all_targets)
     indices = np.concatenate(all_indices)
+    skipped = len(samples) - len(targets)
     probs = softmax(logits)
     tta_probs = np.concatenate(all_tta).astype(np.float64) if use_tta else None
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from emorec.config import EvalConfig
-from emorec.evaluation.views import crop_box
+from emorec.data.views import crop_box
 
 
 def tta_views(images: torch.Tensor, hflip: bool = True, crops: int = 0) -> list[torch.Tensor]:

@@ -39,7 +39,11 @@ def split_views(split: str, augmented_views: int) -> list[str]:
 
 
 class _ViewDataset:
-    """Decodes each image once and returns its views: (V_decoded, 3, H, W), label, row."""
+    """Decodes each image once and returns its views: (V_decoded, 3, H, W), label, row.
+
+    `min_size` is the draft-decode floor for JPEGs: the eval transform's resize size, so the
+    Resize that follows never upsamples a too-small draft.
+    """
 
     def __init__(self, paths, labels, eval_transform, train_transform, augmented_views: int, min_size: int):
         self.paths, self.labels = paths, labels
@@ -62,17 +66,6 @@ class _ViewDataset:
         views = [self.eval_transform(image)]
         views += [self.train_transform(image) for _ in range(self.augmented_views)]
         return torch.stack(views), self.labels[i], i
-
-
-def _collate(batch):
-    import torch
-
-    kept = [b for b in batch if b is not None]
-    if not kept:
-        return None
-    images = torch.stack([b[0] for b in kept])
-    rows = torch.tensor([b[2] for b in kept], dtype=torch.long)
-    return images, rows
 
 
 def _weights_id(weights: str | None, pretrained: bool) -> str:
@@ -124,12 +117,14 @@ def extract_features(
     from emorec.data.labels import LabelMap
     from emorec.data.manifest import read_manifest
     from emorec.data.split import ensure_splits
+    from emorec.devices import resolve_device
 
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
     if dtype not in ("float16", "float32"):
         raise EmorecError(f"feature dtype '{dtype}' is not supported; use float16 or float32")
     if grid < 0 or augmented_views < 0 or image_size < 16:
         raise EmorecError("features extract: --grid and --views must be >= 0 and --image-size >= 16")
+    run_on = resolve_device(device)
     if isinstance(source, (str, Path)):
         manifest = read_manifest(str(source), cfg.data.images_root)
         manifest = ensure_splits(manifest, cfg.data)
@@ -139,7 +134,9 @@ def extract_features(
     label_map = LabelMap.from_manifest(manifest)
     weights_id = _weights_id(weights, pretrained)  # checks the file before any model is built
 
-    from emorec.data.transforms import build_eval_transform, build_train_transform
+    from emorec.data.dataset import collate_indexed
+    from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
+    from emorec.inference import infer, run_batches
     from emorec.models.backbone import backbone_data_config
     from emorec.models.classifier import build_model
 
@@ -166,6 +163,8 @@ def extract_features(
         # The transforms' repr names every step and parameter: a changed preprocessing (another
         # interpolation, crop ratio or normalisation) must not reuse features made the old way.
         "eval_transform": _stable_repr(eval_transform),
+        # JPEGs are draft-decoded to this size; features made from another decode size differ.
+        "decode_min_size": eval_resize_size(image_size),
     }
     if augmented_views:
         # The augmented views also depend on the augmentation pipeline, its settings and the seed.
@@ -178,20 +177,23 @@ def extract_features(
         log(f"cache hit: {root}")
         return FeatureCache(root)
     log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
-    run_on = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
     model = model.to(run_on, memory_format=torch.channels_last)
 
-    with torch.inference_mode():
-        probe = model.forward_features(torch.zeros(1, 3, image_size, image_size, device=run_on))
-    channels = probe.shape[1]
+    channels = infer(model.forward_features, torch.zeros(1, 3, image_size, image_size), run_on).shape[1]
 
     writer = CacheWriter(root, key, spec, label_map.names)
     split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
     started = time.perf_counter()
     forwards = 0
     skipped = 0
-    from tqdm import tqdm
+
+    def forward(images):
+        """(B, 1 + n_aug, 3, H, W) decoded views -> (B * V, C, h, w) feature maps, sample-major."""
+        center = images[:, 0]
+        views = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(images.shape[1] - 1)]
+        x = torch.stack(views, dim=1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        return model.forward_features(x).float()
 
     for split in split_names:
         split_rows = [r for r in rows if r[2] == split]
@@ -200,22 +202,12 @@ def extract_features(
         views = split_views(split, augmented_views)
         arrays = writer.add_split(split, paths, labels, views, channels, grid, dtype)
         n_aug = augmented_views if split == "train" else 0
-        dataset = _ViewDataset(paths, labels, eval_transform, train_transform, n_aug, image_size)
+        dataset = _ViewDataset(paths, labels, eval_transform, train_transform, n_aug, eval_resize_size(image_size))
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_indexed
         )
-        bar = tqdm(total=len(dataset), desc=f"extract {split}", unit="img", disable=not progress, leave=False)
-        for batch in loader:
-            if batch is None:
-                continue
-            images, idx = batch  # images: (B, 1 + n_aug, 3, H, W)
-            b = images.shape[0]
-            center = images[:, 0]
-            stacked = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(n_aug)]
-            x = torch.stack(stacked, dim=1).flatten(0, 1)  # (B * V, 3, H, W), sample-major
-            x = x.to(run_on).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                fmap = model.forward_features(x).float()
+        for fmap, (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress, desc=f"extract {split}"):
+            b = len(idx)
             pooled = fmap.mean(dim=(2, 3)).reshape(b, len(views), channels)
             rows_np = idx.numpy()
             arrays["pooled"][rows_np] = pooled.cpu().numpy().astype(dtype)
@@ -223,9 +215,7 @@ def extract_features(
                 g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), channels, grid, grid)
                 arrays["grid"][rows_np] = g.cpu().numpy().astype(dtype)
             arrays["valid"][rows_np] = True
-            forwards += x.shape[0]
-            bar.update(b)
-        bar.close()
+            forwards += fmap.shape[0]
         split_skipped = int((~arrays["valid"]).sum())
         skipped += split_skipped
         if split_skipped:

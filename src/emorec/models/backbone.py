@@ -6,10 +6,14 @@ global_pool=""`), so `forward_features` keeps the spatial map the channel attent
 (B, N, C) lose their prefix tokens (class / register tokens) and become a patch grid, NHWC maps
 are permuted.
 
-`load_weights` reads a local .pth / .pt / .safetensors state dict (timm names, or torchvision's
-ResNet names, which are the same), drops the ImageNet classifier, and refuses a file that does
-not fit: the user asked for pretrained features, and silently training from random weights
-would cost a whole run.
+Local weight files (.pth / .pt / .safetensors state dicts with timm's key names; torchvision's
+ResNet files qualify, their names are timm's) are loaded by timm itself:
+`timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=...))` runs the
+model's own checkpoint filter (ViT position-embedding resampling, key renames of original
+releases, ...) and drops the ImageNet classifier. emorec reads the file first (wrapped dicts,
+DDP / emorec-checkpoint prefixes, clear errors) and checks afterwards what actually loaded,
+refusing a file that does not fit: the user asked for pretrained features, and silently training
+from random weights would cost a whole run.
 """
 
 from __future__ import annotations
@@ -37,26 +41,32 @@ _DATA_CONFIG_KEYS = ("mean", "std", "interpolation", "input_size", "crop_pct", "
 
 
 class WeightsReport(NamedTuple):
-    """What `load_weights` did: backbone keys the file lacked, file keys the backbone lacks
-    (classifier keys excluded: they are dropped on purpose), and how many tensors loaded."""
+    """What loading a weights file did: backbone keys the file lacked, file keys the backbone
+    did not use (classifier keys excluded: they are dropped on purpose), and how many tensors
+    loaded."""
 
     missing: list[str]
     unexpected: list[str]
     loaded: int
 
 
-def create_backbone(name: str, pretrained: bool = False, weights: str | None = None,
+def create_backbone(name: str, pretrained: bool = False, weights: str | Path | None = None,
                     drop_path_rate: float = 0.0) -> nn.Module:
     """A timm model without classifier or pooling; `weights` (a local file) wins over
     `pretrained` (timm's hub download). The model has `num_features` (channels of its map)."""
-    import timm
-
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": ""}
     if drop_path_rate > 0:
         kwargs["drop_path_rate"] = drop_path_rate  # not every model takes it; only ask when used
-    download = pretrained and weights is None
+    if weights is not None:
+        return _create_with_weights(name, Path(weights), kwargs)[0]
+    return _create(name, pretrained, kwargs)
+
+
+def _create(name: str, download: bool, kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
     try:
-        model = timm.create_model(name, pretrained=download, **kwargs)
+        return timm.create_model(name, pretrained=download, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise EmorecError(f"model.backbone '{name}' is not a timm model; pick one from timm.list_models(), "
@@ -73,9 +83,49 @@ def create_backbone(name: str, pretrained: bool = False, weights: str | None = N
             raise
         raise EmorecError(f"could not fetch pretrained weights for '{name}' ({type(e).__name__}: {_first_line(e)}); "
                           "set model.weights to a local file or model.pretrained=false") from None
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+
+
+def _create_with_weights(name: str, path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, WeightsReport]:
+    """Build `name` with timm loading `path`; see the module docstring.
+
+    timm loads non-strictly and does not say what it loaded, so a twin is built first from the
+    same random seed without weights: a tensor that differs from its twin (or equals the file's
+    tensor of the same name) was loaded, one that still equals its random init was not.
+    """
+    import timm
+
+    state = _read_state_dict(path)
+    seed = int(torch.randint(0, 2**62, ()))  # the caller's seed still decides the random init
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        twin = _create(name, False, kwargs)
+        init = twin.state_dict()
+        state = _strip_prefixes(state, init)
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+        except Exception as e:  # noqa: BLE001 - shape errors, and checkpoint filters fail on foreign keys
+            raise _mismatch(path, state, init, e) from None
+    del twin
+    # The overlay would keep every tensor of the file alive inside the model's config.
+    model.pretrained_cfg.pop("state_dict", None)
+    model.pretrained_cfg["file"] = str(path)
+    report = _weights_report(model.state_dict(), init, state, _classifier_prefixes(model))
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    missing_elems = sum(params[k].numel() for k in report.missing if k in params)
+    if not report.loaded or missing_elems > MAX_MISSING_FRACTION * total:
+        raise EmorecError(f"weights file {path} does not fit this backbone: {report.loaded} of {len(init)} tensors "
+                          f"loaded, {len(report.missing)} missing (e.g. {', '.join(report.missing[:3]) or '-'}); pick "
+                          "the weights that match model.backbone")
+    _apply_data_config(model, path.parent / "config.json")
+    if report.missing:
+        log.warning("weights %s: %d backbone tensors missing (kept random): %s", path, len(report.missing),
+                    ", ".join(report.missing[:10]))
+    if report.unexpected:
+        log.warning("weights %s: %d tensors not used: %s", path, len(report.unexpected), ", ".join(report.unexpected[:10]))
+    log.info("weights %s: loaded %d tensors", path, report.loaded)
+    return model, report
 
 
 def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -105,46 +155,24 @@ def tokens_to_map(model: nn.Module, tokens: torch.Tensor, image_hw: tuple[int, i
 
 
 def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
-    """Load a local state dict into the backbone `model`; see the module docstring.
+    """Load a local weights file into the timm backbone `model` (built by `create_backbone`).
 
-    Raises `EmorecError` naming the file when it cannot be read, when a tensor has the wrong
-    shape, or when the backbone would stay (mostly) random. Missing and unexpected keys are
-    logged and returned. A `config.json` beside the file (timm's pretrained cfg) sets the
-    model's preprocessing (mean, std, interpolation, input size).
+    The file goes through timm's loader for the model's architecture, as in `create_backbone`;
+    the tensors that loaded are copied into `model`, the rest keep its values. Raises
+    `EmorecError` naming the file when it cannot be read, when a tensor has the wrong shape, or
+    when the backbone would stay (mostly) random. Missing and unexpected keys are logged and
+    returned. A `config.json` beside the file (timm's pretrained cfg) sets the model's
+    preprocessing (mean, std, interpolation, input size).
     """
     path = Path(path)
-    state = _read_state_dict(path)
-    own = model.state_dict()
-    classifier = _classifier_prefixes(model)
-    matched: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, tensor in state.items():
-        target = _match_key(key, own)
-        if target is None:
-            if not any(key.startswith(p) or _strip(key).startswith(p) for p in classifier):
-                unexpected.append(key)
-            continue
-        if tuple(tensor.shape) != tuple(own[target].shape):
-            raise EmorecError(f"weights file {path}: tensor '{key}' has shape {tuple(tensor.shape)} but the "
-                              f"backbone expects {tuple(own[target].shape)}; the file is for another model, pick "
-                              "the weights that match model.backbone")
-        matched[target] = tensor
-    missing = [k for k in own if k not in matched and not k.endswith("num_batches_tracked")]
-    params = dict(model.named_parameters())
-    total = sum(p.numel() for p in params.values())
-    missing_elems = sum(params[k].numel() for k in missing if k in params)
-    if not matched or missing_elems > MAX_MISSING_FRACTION * total:
-        raise EmorecError(f"weights file {path} does not fit this backbone: {len(matched)} of {len(own)} tensors "
-                          f"matched, {len(missing)} missing (e.g. {', '.join(missing[:3]) or '-'}); pick the weights "
-                          "that match model.backbone")
-    model.load_state_dict(matched, strict=False)
+    name = getattr(model, "pretrained_cfg", {}).get("architecture")
+    if not name:
+        raise EmorecError(f"cannot load {path}: the model is not a timm model (no pretrained_cfg architecture)")
+    loaded, report = _create_with_weights(name, path, {"num_classes": 0, "global_pool": ""})
+    keep = set(model.state_dict()) - set(report.missing)
+    model.load_state_dict({k: v for k, v in loaded.state_dict().items() if k in keep}, strict=False)
     _apply_data_config(model, path.parent / "config.json")
-    if missing:
-        log.warning("weights %s: %d backbone tensors missing (kept random): %s", path, len(missing), ", ".join(missing[:10]))
-    if unexpected:
-        log.warning("weights %s: %d tensors not used: %s", path, len(unexpected), ", ".join(unexpected[:10]))
-    log.info("weights %s: loaded %d tensors", path, len(matched))
-    return WeightsReport(missing, unexpected, len(matched))
+    return report
 
 
 def backbone_data_config(model: nn.Module) -> dict[str, Any]:
@@ -197,22 +225,53 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _strip(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+def _strip_prefixes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """File keys renamed to the backbone keys they stand for: as is, or without wrapper prefixes
+    (DDP's 'module.', an emorec checkpoint's 'backbone.', ...). Keys that match nothing are kept
+    as they are: timm's checkpoint filter may know them (original releases' names)."""
+    out = {}
+    for key, tensor in state.items():
+        candidate = key
+        while candidate not in own:
+            prefix = next((p for p in _KEY_PREFIXES if candidate.startswith(p)), None)
+            if prefix is None:
+                break
+            candidate = candidate[len(prefix):]
+        out[candidate if candidate in own else key] = tensor
+    return out
 
 
-def _match_key(key: str, own: dict[str, torch.Tensor]) -> str | None:
-    """The backbone key a file key stands for: as is, or without wrapper prefixes (DDP's
-    'module.', an emorec checkpoint's 'backbone.', ...)."""
-    candidate = key
-    for _ in range(len(_KEY_PREFIXES) + 1):
-        if candidate in own:
-            return candidate
-        prefix = next((p for p in _KEY_PREFIXES if candidate.startswith(p)), None)
-        if prefix is None:
-            return None
-        candidate = candidate[len(prefix):]
-    return None
+def _mismatch(path: Path, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], error: Exception) -> EmorecError:
+    """One line for a file timm could not load: the first tensor of the wrong shape, if any."""
+    for key, tensor in state.items():
+        if key in own and tuple(tensor.shape) != tuple(own[key].shape):
+            return EmorecError(f"weights file {path}: tensor '{key}' has shape {tuple(tensor.shape)} but the backbone "
+                               f"expects {tuple(own[key].shape)}; the file is for another model, pick the weights that "
+                               "match model.backbone")
+    return EmorecError(f"weights file {path} does not fit this backbone ({type(error).__name__}: "
+                       f"{' '.join(_first_line(error).split())[:200]}); pick the weights that match model.backbone")
+
+
+def _weights_report(got: dict[str, torch.Tensor], init: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                    classifier: tuple[str, ...]) -> WeightsReport:
+    """Which backbone tensors loaded (changed from the random init, or equal to the file's
+    tensor of that name: a fresh BatchNorm is all ones and zeros) and which file keys went unused."""
+    loaded, missing = [], []
+    for key, value in got.items():
+        supplied = state.get(key)
+        same_as_file = (supplied is not None and supplied.shape == value.shape
+                        and torch.equal(supplied.to(value.dtype), value))
+        if same_as_file or not torch.equal(value, init[key]):
+            loaded.append(key)
+        elif not key.endswith("num_batches_tracked"):
+            missing.append(key)
+    # Unused file keys can be told by name only when timm's filter renamed nothing, i.e. when
+    # every loaded tensor came from a file key of the same name.
+    renamed = any(key not in state for key in loaded)
+    unexpected = [] if renamed else [
+        k for k in state if k not in got and not any(k.startswith(p) for p in classifier)
+    ]
+    return WeightsReport(missing, unexpected, len(loaded))
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

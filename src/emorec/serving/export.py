@@ -8,25 +8,37 @@ PyTorch to ~1e-6. TorchScript uses `torch.jit.trace` (loadable from C++ and with
 Verification runs the exported file on real images from the run's manifest (test split first),
 pre-processed with the PIL + numpy path that ONNX serving uses, at two batch sizes (so the
 dynamic batch axis is exercised), and refuses the export when the largest absolute logit
-difference exceeds the tolerance (1e-3 in fp32).
+difference exceeds the tolerance (1e-3 in fp32). It also compares that PIL + numpy
+preprocessing with the run's torchvision eval transform on the same images (or on synthetic
+ones when none can be read) and refuses a difference above `PREPROCESS_TOLERANCE`.
+
+Files are written under temporary names and renamed into place only when every requested format
+has passed, so a refused export never leaves a model.onnx that `emorec predict` would serve.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from emorec.data.preprocess import Preprocessing
 from emorec.errors import EmorecError
 from emorec.serving.onnx_runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
-from emorec.serving.preprocess import Preprocessing
 
 FORMATS = ("onnx", "torchscript")
+FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 PARITY_TOLERANCE = 1e-3
+# Largest accepted |PIL + numpy - torchvision| input difference, in normalised units. Both paths
+# resample with PIL, so it measured 0.0 on Emotion6 photos at 32 and 224 px; a wrong
+# interpolation measured ~0.4 and a resize one pixel off ~3. 2/255 leaves room for float rounding
+# and a one-grey-level resampling difference, nothing more.
+PREPROCESS_TOLERANCE = 2 / 255
 PARITY_IMAGES = 8
 ONNX_OPSET = 17
 
@@ -73,37 +85,52 @@ def _manifest_images(run_dir: Path, count: int) -> list[Path]:
     return [Path(r["path"]) for r in rows if Path(r["path"]).is_file()][: count * 2]
 
 
-def parity_batch(loaded, run_dir: Path | None, preprocessing: Preprocessing, count: int = PARITY_IMAGES) -> tuple[np.ndarray, str, float | None]:
+def synthetic_images(count: int = 4, seed: int = 0) -> list:
+    """Seeded noise photos of awkward shapes (landscape, portrait, smaller than most crops), for
+    checking preprocessing when no real image can be read."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shapes = [(97, 61), (50, 130), (333, 257), (20, 25)]
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in (shapes * count)[:count]]
+
+
+def preprocess_difference(transform, preprocessing: Preprocessing, images: list) -> float:
+    """Max |PIL + numpy preprocessing - torchvision transform| over `images`, normalised units."""
+    return max(float(np.abs(preprocessing(image) - transform(image).numpy()).max()) for image in images)
+
+
+def parity_batch(loaded, run_dir: Path | None, preprocessing: Preprocessing, count: int = PARITY_IMAGES) -> tuple[np.ndarray, str, float]:
     """(batch, description, max |numpy - torchvision| input difference) for the parity check.
 
     Real images from the run's manifest; random inputs only when none can be read (stated in the
-    description so the report never claims more than was checked).
+    description so the report never claims more than was checked), and then the preprocessing is
+    compared on synthetic images instead.
     """
     from emorec.data.imageio import load_rgb
 
-    arrays, preprocess_diff = [], 0.0
+    images = []
     for path in _manifest_images(run_dir, count) if run_dir else []:
         try:
-            image = load_rgb(path, min_size=max(preprocessing.resize))
+            images.append(load_rgb(path, min_size=max(preprocessing.resize)))
         except EmorecError:
             continue
-        array = preprocessing(image)
-        preprocess_diff = max(preprocess_diff, float(np.abs(array - loaded.transform(image).numpy()).max()))
-        arrays.append(array)
-        if len(arrays) == count:
+        if len(images) == count:
             break
-    if len(arrays) >= 2:
-        return np.stack(arrays), f"{len(arrays)} real images", preprocess_diff
+    if len(images) >= 2:
+        diff = preprocess_difference(loaded.transform, preprocessing, images)
+        return np.stack([preprocessing(image) for image in images]), f"{len(images)} real images", diff
+    diff = preprocess_difference(loaded.transform, preprocessing, synthetic_images())
     size = preprocessing.crop
     rng = np.random.default_rng(0)
-    return rng.normal(0, 1, (count, 3, *size)).astype(np.float32), f"{count} random inputs (no readable images in the run manifest)", None
+    return rng.normal(0, 1, (count, 3, *size)).astype(np.float32), f"{count} random inputs (no readable images in the run manifest)", diff
 
 
-def _check(name: str, diff: float, tolerance: float, path: Path) -> None:
+def _check(name: str, diff: float, tolerance: float, output_dir: Path) -> None:
     if not np.isfinite(diff) or diff > tolerance:
         raise EmorecError(
-            f"{name} export {path} differs from PyTorch by {diff:.3g} (> {tolerance:g}) in the logits; "
-            "the exported model is not trustworthy, report the backbone this happened with"
+            f"{name} export differs from PyTorch by {diff:.3g} (> {tolerance:g}) in the logits, so nothing was written "
+            f"to {output_dir}; the exported model is not trustworthy, report the backbone this happened with"
         )
 
 
@@ -114,8 +141,9 @@ def _torch_logits(model, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch)).float().numpy()
 
 
-def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, tolerance: float = PARITY_TOLERANCE, opset: int = ONNX_OPSET) -> float:
-    """Write `path` (.onnx, dynamic batch, metadata inside) and return the max logit difference."""
+def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, opset: int = ONNX_OPSET) -> float:
+    """Write `path` (ONNX, dynamic batch, metadata inside) and return the max logit difference
+    between onnxruntime and PyTorch on `batch` (and on its first image alone)."""
     import onnx
     import torch
 
@@ -146,13 +174,12 @@ def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, tolerance
 
     runtime = OnnxClassifier(path)
     reference = _torch_logits(model, batch)
-    diff = max(float(np.abs(runtime.logits(batch) - reference).max()), float(np.abs(runtime.logits(batch[:1]) - reference[:1]).max()))
-    _check("ONNX", diff, tolerance, path)
-    return diff
+    return max(float(np.abs(runtime.logits(batch) - reference).max()), float(np.abs(runtime.logits(batch[:1]) - reference[:1]).max()))
 
 
-def export_torchscript(loaded, path: Path, batch: np.ndarray, metadata: dict, tolerance: float = PARITY_TOLERANCE) -> float:
-    """Write `path` (traced TorchScript, metadata as extra file) and return the max logit difference."""
+def export_torchscript(loaded, path: Path, batch: np.ndarray, metadata: dict) -> float:
+    """Write `path` (traced TorchScript, metadata as extra file) and return the max logit
+    difference between the reloaded file and PyTorch."""
     import torch
 
     model = loaded.model.cpu().eval()
@@ -168,14 +195,19 @@ def export_torchscript(loaded, path: Path, batch: np.ndarray, metadata: dict, to
         torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
         reloaded = torch.jit.load(str(path), map_location="cpu")
     reference = _torch_logits(model, batch)
-    diff = max(float(np.abs(_torch_logits(reloaded, batch) - reference).max()), float(np.abs(_torch_logits(reloaded, batch[:1]) - reference[:1]).max()))
-    _check("TorchScript", diff, tolerance, path)
-    return diff
+    return max(float(np.abs(_torch_logits(reloaded, batch) - reference).max()), float(np.abs(_torch_logits(reloaded, batch[:1]) - reference[:1]).max()))
 
 
-def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output_dir: str | Path | None = None, tolerance: float = PARITY_TOLERANCE) -> list[ExportResult]:
-    """Export a run (or checkpoint) to each of `formats` under `output_dir` (default RUN_DIR/export)."""
-    from emorec.serving.loading import load_run_model
+EXPORTERS = {"onnx": ("ONNX", export_onnx), "torchscript": ("TorchScript", export_torchscript)}
+
+
+def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output_dir: str | Path | None = None,
+               tolerance: float = PARITY_TOLERANCE, preprocess_tolerance: float = PREPROCESS_TOLERANCE) -> list[ExportResult]:
+    """Export a run (or checkpoint) to each of `formats` under `output_dir` (default RUN_DIR/export).
+
+    All or nothing: the files appear (with model.json) only when every format passed its checks.
+    """
+    from emorec.run_model import load_run_model
 
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -185,17 +217,40 @@ def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output
     checkpoint_dir = loaded.checkpoint_path.resolve().parent
     home = run_dir if run_dir.is_dir() else checkpoint_dir.parent if checkpoint_dir.name == "checkpoints" else checkpoint_dir
     output_dir = Path(output_dir) if output_dir else home / "export"
-    output_dir.mkdir(parents=True, exist_ok=True)
     preprocessing = Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
     batch, described, preprocess_diff = parity_batch(loaded, home, preprocessing)
+    if not preprocess_diff <= preprocess_tolerance:
+        raise EmorecError(
+            f"the PIL + numpy preprocessing of ONNX serving differs from the run's torchvision eval transform by "
+            f"{preprocess_diff:.3g} (> {preprocess_tolerance:.3g}) on {described}, so nothing was exported; "
+            "the eval transform must be Resize + CenterCrop + ToTensor + Normalize (data.transforms.build_eval_transform)"
+        )
     metadata = export_metadata(loaded, preprocessing)
-    (output_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    output_dir.mkdir(parents=True, exist_ok=True)
     extra = {"preprocess_max_abs_diff": preprocess_diff}
-    results = []
-    if "onnx" in formats:
-        path = output_dir / "model.onnx"
-        results.append(ExportResult("onnx", path, export_onnx(loaded, path, batch, metadata, tolerance), described, extra))
-    if "torchscript" in formats:
-        path = output_dir / "model.torchscript.pt"
-        results.append(ExportResult("torchscript", path, export_torchscript(loaded, path, batch, metadata, tolerance), described, extra))
-    return results
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+    try:
+        results = []
+        for fmt in (f for f in FORMATS if f in formats):
+            name, exporter = EXPORTERS[fmt]
+            final = output_dir / FILE_NAMES[fmt]
+            temporary = _temporary(final)
+            staged.append((temporary, final))
+            diff = exporter(loaded, temporary, batch, metadata)
+            _check(name, diff, tolerance, output_dir)
+            results.append(ExportResult(fmt, final, diff, described, extra))
+        info = _temporary(output_dir / "model.json")
+        staged.append((info, output_dir / "model.json"))
+        info.write_text(json.dumps(metadata, indent=2) + "\n")
+        for temporary, final in staged:
+            os.replace(temporary, final)
+        staged = []
+        return results
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
+def _temporary(final: Path) -> Path:
+    """A hidden name beside `final` (same folder, so the rename is atomic)."""
+    return final.with_name(f".{final.name}.tmp{os.getpid()}")

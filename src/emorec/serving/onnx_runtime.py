@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emorec.data.preprocess import Preprocessing
 from emorec.errors import EmorecError
-from emorec.serving.preprocess import Preprocessing
 
 METADATA_KEY = "emorec"
 INPUT_NAME = "image"

@@ -70,7 +70,7 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failu
 
 def preprocessing_of(loaded) -> "Preprocessing":  # noqa: F821
     """The PIL + numpy description of a loaded run's eval transform."""
-    from emorec.serving.preprocess import Preprocessing
+    from emorec.data.preprocess import Preprocessing
 
     return Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
 
@@ -79,10 +79,11 @@ class TorchPredictor:
     """A run directory or checkpoint, served with PyTorch."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from emorec.serving.loading import load_run_model
+        from emorec.devices import resolve_device
+        from emorec.run_model import load_run_model
 
-        self.loaded = load_run_model(path, device)
-        self.device = device
+        self.device = resolve_device(device)
+        self.loaded = load_run_model(path, self.device)
         self.labels = list(self.loaded.label_map.names)
         # JPEGs may be decoded at reduced scale (draft mode), but never below the Resize target.
         self.min_size = max(preprocessing_of(self.loaded).resize)
@@ -91,14 +92,15 @@ class TorchPredictor:
         import torch
 
         from emorec.evaluation.tta import tta_probabilities
+        from emorec.inference import infer
 
-        batch = torch.stack([self.loaded.transform(im) for im in images]).to(self.device)
-        with torch.no_grad():
-            if tta:
-                probs = tta_probabilities(self.loaded.model, batch, self.loaded.cfg.eval)
-            else:
-                probs = torch.softmax(self.loaded.model(batch).float(), dim=1)
-        return probs.cpu().numpy()
+        model, eval_cfg = self.loaded.model, self.loaded.cfg.eval
+
+        def forward(batch):
+            return tta_probabilities(model, batch, eval_cfg) if tta else torch.softmax(model(batch).float(), dim=1)
+
+        batch = torch.stack([self.loaded.transform(im) for im in images])
+        return infer(forward, batch, self.device).cpu().numpy()
 
 
 class OnnxPredictor:
@@ -113,7 +115,7 @@ class OnnxPredictor:
         self.tta = self.model.metadata.get("tta", {"hflip": True, "crops": 0})
 
     def probabilities(self, images: list, tta: bool) -> np.ndarray:
-        from emorec.serving.preprocess import tta_views_numpy
+        from emorec.data.preprocess import tta_views_numpy
 
         batch = np.stack([self.model.preprocessing(im) for im in images])
         views = tta_views_numpy(batch, hflip=self.tta["hflip"], crops=self.tta["crops"]) if tta else [batch]
@@ -121,7 +123,8 @@ class OnnxPredictor:
 
 
 def open_predictor(model: str | Path, device: str = "cpu"):
-    """TorchPredictor for a run dir or .pt file, OnnxPredictor for a .onnx file."""
+    """TorchPredictor for a run dir or .pt file (on `device`: auto, cpu, cuda, cuda:N),
+    OnnxPredictor for a .onnx file (onnxruntime on the CPU)."""
     if Path(model).suffix.lower() == ".onnx":
         return OnnxPredictor(model)
     return TorchPredictor(model, device)

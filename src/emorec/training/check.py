@@ -23,8 +23,8 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
     from emorec.data.sampling import loss_class_weights
     from emorec.data.split import ensure_splits
     from emorec.data.transforms import build_train_transform
+    from emorec.devices import resolve_device
     from emorec.models import backbone_data_config, build_model, parameter_summary
-    from emorec.training.distributed import resolve_device
     from emorec.training.losses import build_loss
 
     if not cfg.data.source:

@@ -1,4 +1,5 @@
-"""The training step and the evaluation pass; nothing here knows about emotions or run folders.
+"""The training step; nothing here knows about emotions, run folders or where batches come from
+(decoded images or cached feature vectors). Evaluation passes live in `emorec.inference`.
 
 One epoch = micro-batches grouped into optimizer steps of `accumulation_steps`. Each micro-batch's
 loss is divided by the size of its group, so a group's gradient is the mean over all its samples:
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from emorec.errors import EmorecError
+from emorec.inference import to_device
 from emorec.training.distributed import all_reduce_max, unwrap
 from emorec.training.mixing import mix_batch
 
@@ -80,11 +82,6 @@ class EpochProgress:
 
 def _is_ddp(model: nn.Module) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
-
-
-def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
 def train_one_epoch(
@@ -219,27 +216,3 @@ def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float) -> No
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader, device: torch.device, amp_dtype: torch.dtype | None = None,
-                   channels_last: bool = False, show_progress: bool = False,
-                   desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 CPU logits and targets for every readable image the loader yields, in order."""
-    was_training = model.training
-    model.eval()
-    logits, targets = [], []
-    try:
-        for images, y, _ in tqdm(loader, desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True):
-            if len(images) == 0:
-                continue
-            images = to_device(images, device, channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(images)
-            logits.append(out.float().cpu())
-            targets.append(y.cpu())
-    finally:
-        model.train(was_training)
-    if not logits:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(targets).long()

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from emorec import checkpoint as ckpt_io
 from emorec.errors import EmorecError
-from emorec.training import checkpoint as ckpt_io
 from emorec.training import distributed as dist_utils
 from emorec.training.early_stopping import EarlyStopping
 from emorec.training.engine import EpochProgress, LoopState

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from emorec import checkpoint as ckpt_io
 from emorec.config import Config, save_config
 from emorec.errors import EmorecError
-from emorec.training import checkpoint as ckpt_io
 from emorec.training import distributed as dist_utils
 from emorec.training.engine import EpochProgress, StepOptions, train_one_epoch
 from emorec.training.result import RunResult, TrainingInterrupted
@@ -115,7 +115,7 @@ class _Run:
         self.device = info.device
         self.features = features
         self.log = setup_logging(None, info.is_main)  # before loading: a checkpoint fallback is reported
-        self.ckpt = ckpt_io.load_checkpoint(resume) if resume else None
+        self.ckpt = ckpt_io.load_checkpoint(resume, which="last") if resume else None
         if self.ckpt is not None:
             run_dir = ckpt_io.run_dir_of(self.ckpt["loaded_from"])
             # The run continues in its own folder whatever output_dir / name the config says.

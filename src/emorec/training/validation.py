@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from emorec.inference import predict_logits
 from emorec.training import distributed as dist_utils
-from emorec.training.engine import predict_logits
 
 
 def macro_f1(targets: np.ndarray, preds: np.ndarray, num_classes: int) -> float:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from emorec.data.views import crop_box
 from emorec.errors import EmorecError
-from emorec.evaluation.views import crop_box
 
 PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,

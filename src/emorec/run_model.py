@@ -1,7 +1,9 @@
-"""Load a trained model for inference from a run directory or a checkpoint file.
+"""Load a trained run's model for inference: the model, its label map and its eval transform.
 
 The checkpoint carries everything needed (config, label map, normalisation), so a model can be
 rebuilt on a machine that has neither the training data nor the original pretrained weights.
+Features, evaluation and serving all load runs this way; the module sits below them (it imports
+data, models and checkpoint only).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from pathlib import Path
 
 from emorec.config import Config, config_from_dict
 from emorec.errors import EmorecError
-
-CHECKPOINT_FORMAT = "emorec-checkpoint"
 
 
 @dataclass
@@ -34,30 +34,16 @@ class LoadedModel:
         return self.cfg.data.image_size
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its best checkpoint (EMA weights when on), else the last one."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "best.pt", path / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise EmorecError(f"no checkpoint in run directory {path}; expected checkpoints/best.pt or checkpoints/last.pt from `emorec train`")
-    raise EmorecError(f"model not found: {path}; pass a run directory, a .pt checkpoint or an exported .onnx file")
-
-
-def load_run_model(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild the model of a run (or checkpoint file) in eval mode on `device`."""
+def load_run_model(path: str | Path, device="cpu") -> LoadedModel:
+    """Rebuild the model of a run directory (its best checkpoint, else the last) or of a
+    checkpoint file, in eval mode on `device` (a name or `torch.device`)."""
+    from emorec.checkpoint import load_checkpoint
     from emorec.data.labels import LabelMap
     from emorec.data.transforms import build_eval_transform
     from emorec.models.classifier import build_model
-    from emorec.training.checkpoint import load_checkpoint
 
-    checkpoint_path = resolve_checkpoint(path)
-    ckpt = load_checkpoint(checkpoint_path, map_location="cpu")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise EmorecError(f"{checkpoint_path} is not an emorec checkpoint (no format '{CHECKPOINT_FORMAT}'); pass a file written by `emorec train`")
+    ckpt = load_checkpoint(path, map_location="cpu")
+    checkpoint_path = Path(ckpt["loaded_from"])
     cfg = config_from_dict(ckpt["config"])
     label_map = LabelMap(list(ckpt["label_map"]))
     # The state dict replaces every weight, so never fetch or read the pretrained backbone again:
@@ -81,17 +67,7 @@ def load_run_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model, label_map, transform, cfg, mean, std, checkpoint_path, ckpt.get("epoch"))
 
 
-def load_model(run_dir_or_ckpt: str | Path, device: str = "cpu"):
+def load_model(run_dir_or_ckpt: str | Path, device="cpu"):
     """(model, label_map, eval_transform): the contract in docs/ARCHITECTURE.md."""
     loaded = load_run_model(run_dir_or_ckpt, device)
     return loaded.model, loaded.label_map, loaded.transform
-
-
-def resolve_device(name: str = "auto") -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EmorecError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    return name

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from emorec.errors import EmorecError
-from emorec.training.checkpoint import (
+from emorec.checkpoint import (
     FORMAT,
     check_compatible,
     load_checkpoint,
@@ -59,7 +59,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
     else:
         last.unlink()
     with caplog.at_level(logging.WARNING):
-        ckpt = load_checkpoint(tmp_path)
+        ckpt = load_checkpoint(tmp_path, which="last")
     assert ckpt["epoch"] == 1 and ckpt["loaded_from"].endswith("last.prev.pt")
     assert reason in caplog.text and "using the previous checkpoint" in caplog.text
 
@@ -72,10 +72,40 @@ def test_no_usable_checkpoint_is_one_clear_error(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_paths_resolve_between_run_dirs_and_files(tmp_path):
+def test_a_run_dir_means_its_best_checkpoint_else_its_last(tmp_path):
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder / "last.pt", state(2))
+    assert resolve_checkpoint(tmp_path) == folder / "last.pt"
+    save_checkpoint(folder / "best.pt", state(1))
+    assert resolve_checkpoint(tmp_path) == folder / "best.pt"
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    # Resuming continues from the last checkpoint, not the best one.
+    assert resolve_checkpoint(tmp_path, which="last") == folder / "last.pt"
+    assert load_checkpoint(tmp_path, which="last")["epoch"] == 2
+    # The checkpoints/ folder itself and a file name work too.
+    assert resolve_checkpoint(folder) == folder / "best.pt"
+    assert resolve_checkpoint(folder / "last.pt") == folder / "last.pt"
+    assert run_dir_of(folder / "best.pt") == tmp_path.resolve()
+
+
+def test_a_corrupt_best_checkpoint_falls_back_to_the_last(tmp_path, caplog):
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(folder / "last.pt", state(2))
+    (folder / "best.pt").write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING):
+        ckpt = load_checkpoint(tmp_path)
+    assert ckpt["epoch"] == 2 and ckpt["loaded_from"] == str(folder / "last.pt")
+    assert "best.pt is truncated or corrupt" in caplog.text
+
+
+def test_no_checkpoint_and_no_path_are_clear_errors(tmp_path):
     (tmp_path / "checkpoints").mkdir()
-    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.pt"
-    assert run_dir_of(tmp_path / "checkpoints" / "best.pt") == tmp_path.resolve()
+    with pytest.raises(EmorecError, match="no checkpoint in run directory .*best.pt or last.pt"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(EmorecError, match="no checkpoint in run directory"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(EmorecError, match="not found: .*nothing"):
+        load_checkpoint(tmp_path / "nothing")
 
 
 def test_rng_state_survives_a_checkpoint_round_trip(tmp_path):

@@ -1,4 +1,8 @@
-"""Training checkpoints: atomic writes, corruption fallback, compatibility checks.
+"""Run checkpoints: atomic writes, which file a path means, corruption fallback, compatibility.
+
+Training writes checkpoints; features, evaluation and serving read them. The module sits below
+all of them (it needs only torch and, for the compatibility check, `emorec.models`), so none of
+them imports another to reach it.
 
 A checkpoint is written to a temporary file in the same folder, fsynced and renamed over the
 target, so a crash mid-write never leaves a half-written `last.pt`. The previous `last.pt` is
@@ -68,13 +72,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def resolve_checkpoint(run_dir_or_file: str | Path) -> Path:
-    """A run directory means its checkpoints/last.pt; a file is taken as is."""
+CHOICES = {"best": (BEST, LAST, PREVIOUS), "last": (LAST, PREVIOUS)}
+
+
+def _candidates(run_dir_or_file: str | Path, which: str) -> list[Path]:
+    """The files `run_dir_or_file` may mean, in the order to try them."""
+    if which not in CHOICES:
+        raise ValueError(f"which must be one of {sorted(CHOICES)}, not {which!r}")
     p = Path(run_dir_or_file)
     if p.is_dir():
+        # A run directory, or its checkpoints/ folder itself.
         folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-        return folder / LAST
-    return p
+        return [folder / name for name in CHOICES[which]]
+    if p.is_file():
+        return [p, p.with_name(PREVIOUS)] if p.name == LAST else [p]
+    raise EmorecError(f"model not found: {p}; pass a run directory written by `emorec train` or a .pt checkpoint file")
+
+
+def resolve_checkpoint(run_dir_or_file: str | Path, which: str = "best") -> Path:
+    """The checkpoint file a path means: a file is itself; a run directory means
+    checkpoints/best.pt, else checkpoints/last.pt (`which="last"`, for resuming: last.pt, else
+    last.prev.pt). Raises EmorecError when there is none."""
+    candidates = _candidates(run_dir_or_file, which)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(c.name for c in candidates)
+    raise EmorecError(f"no checkpoint in run directory {run_dir_or_file}; expected checkpoints/{names} from `emorec train`")
 
 
 def run_dir_of(checkpoint_file: str | Path) -> Path:
@@ -97,32 +121,33 @@ def _read(path: Path, map_location) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint(run_dir_or_file: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint; if `last.pt` is missing or corrupt, fall back to `last.prev.pt`.
+def load_checkpoint(run_dir_or_file: str | Path, map_location: Any = "cpu", *, which: str = "best") -> dict[str, Any]:
+    """Load the checkpoint `resolve_checkpoint(run_dir_or_file, which)` means; a file that is
+    truncated or corrupt is reported and the next candidate (last.pt, then last.prev.pt) used.
 
     The path actually used is stored under the key "loaded_from".
     """
-    path = resolve_checkpoint(run_dir_or_file)
-    candidates = [path]
-    if path.name == LAST:
-        candidates.append(path.with_name(PREVIOUS))
+    candidates = _candidates(run_dir_or_file, which)
+    if not any(c.is_file() for c in candidates):
+        resolve_checkpoint(run_dir_or_file, which)  # raises the "no checkpoint" error
     problems = []
-    for i, candidate in enumerate(candidates):
+    for candidate in candidates:
         if not candidate.is_file():
-            problems.append(f"{candidate} is missing")
+            if candidate.name != BEST:  # a run without a best.pt yet is normal, not a problem
+                problems.append(f"{candidate} is missing")
             continue
         try:
             ckpt = _read(candidate, map_location)
         except ValueError as e:
             problems.append(f"{candidate} is truncated or corrupt ({e})")
             continue
-        if i > 0:
-            log.warning("%s; using the previous checkpoint %s (epoch %s)", "; ".join(problems), candidate,
-                        ckpt.get("epoch"))
+        if problems:
+            what = "the previous checkpoint" if candidate.name == PREVIOUS else "the checkpoint"
+            log.warning("%s; using %s %s (epoch %s)", "; ".join(problems), what, candidate, ckpt.get("epoch"))
         ckpt["loaded_from"] = str(candidate)
         return ckpt
     raise EmorecError(f"no usable checkpoint: {'; '.join(problems)}; pass a run directory that holds "
-                      "checkpoints/last.pt or a checkpoint file")
+                      "checkpoints/last.pt or a checkpoint file written by `emorec train`")
 
 
 def check_compatible(ckpt: dict[str, Any], cfg, label_map) -> None:

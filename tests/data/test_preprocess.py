@@ -10,7 +10,7 @@ from torchvision import transforms as T
 
 from emorec.errors import EmorecError
 from emorec.evaluation.tta import tta_views
-from emorec.serving.preprocess import Preprocessing, tta_views_numpy
+from emorec.data.preprocess import Preprocessing, tta_views_numpy
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 

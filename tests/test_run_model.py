@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from emorec.errors import EmorecError
-from emorec.serving.loading import load_model, load_run_model
+from emorec.run_model import load_model, load_run_model
+
+# The run factory lives beside the evaluation tests; reused here rather than copied.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "evaluation"))
+from run_factory import make_run, one_torch_thread  # noqa: E402,F401 (one_torch_thread: autouse fixture)
+
+
+@pytest.fixture
+def fake_run(tmp_path, tiny_dataset):
+    return make_run(tmp_path / "run", tiny_dataset)
 
 
 def test_run_dir_and_checkpoint_file_load_the_same_model(fake_run):

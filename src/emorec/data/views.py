@@ -1,12 +1,14 @@
-"""Geometry of the test-time-augmentation crop views, shared by the torch and numpy paths.
+"""Crop geometry shared by the eval transform, the test-time-augmentation views and the numpy
+preprocessing of the ONNX path.
 
 Kept free of torch so the ONNX predictor can build the same views with numpy alone.
 """
 
 from __future__ import annotations
 
-# Same ratio as the eval transform's Resize(size / 0.875) + CenterCrop(size): a crop view zooms
-# in by the amount a centre crop already does, so objects stay a familiar size.
+# The eval transform is Resize(size / CROP_FRACTION) + CenterCrop(size), the ImageNet convention
+# (timm's default crop_pct). A TTA crop view zooms in by the same amount, so objects stay a
+# familiar size.
 CROP_FRACTION = 0.875
 
 # Crop anchors as (row, column) fractions of the free margin: centre first, then the corners.
