@@ -20,6 +20,8 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,3 +190,59 @@ def shared_dataset(name: str) -> Path | None:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class CachedSplit:
+    """One split of a feature cache to write: sample paths, label indices and (N, V, C) vectors,
+    one per sample and view (`views` names them, "center" first as extraction writes them)."""
+
+    paths: list[str]
+    labels: Any  # (N,) ints
+    pooled: Any  # (N, V, C) array
+    views: list[str]
+    valid: Any = None  # (N,) bools; None: every sample readable
+
+
+def write_feature_cache(cache_dir: str | Path, spec: dict[str, Any], stats: dict[str, Any], label_names: list[str],
+                        splits: dict[str, CachedSplit]):
+    """A `FeatureCache` entry under `cache_dir`, written with emorec's own `CacheWriter` from
+    arrays in memory (synthetic features, or one fold's rows of an extracted cache), for
+    `emorec.api.train` with `train.head_only` and `train.features_dir` set to the returned
+    cache's root. `spec` must name `backbone` and `image_size` (the run adopts them), `stats` the
+    `weights_path` and `pretrained` the run's backbone is built with. Every path must exist:
+    the trainer reads the cache's manifest.csv like any other."""
+    import hashlib
+
+    import numpy as np
+
+    from emorec.features.cache import CacheWriter, cache_key
+
+    rows = [(str(p), label_names[int(y)], name) for name, s in splits.items() for p, y in zip(s.paths, s.labels)]
+    dtype = spec.get("dtype", "float16")
+    # The rows and their views name the entry; the spec alone would give every fold one key.
+    digest = hashlib.sha256(repr([rows, {n: s.views for n, s in splits.items()}]).encode()).hexdigest()
+    spec = {**spec, "dtype": dtype, "grid": 0, "labels": list(label_names), "manifest": digest}
+    key = cache_key(spec)
+    writer = CacheWriter(Path(cache_dir) / key, key, spec, label_names)
+    for name, s in splits.items():
+        pooled = np.asarray(s.pooled)
+        arrays = writer.add_split(name, [str(p) for p in s.paths], [int(y) for y in s.labels], s.views,
+                                  pooled.shape[2], 0, dtype)
+        arrays["pooled"][:] = pooled.astype(dtype)
+        arrays["valid"][:] = True if s.valid is None else np.asarray(s.valid, dtype=bool)
+    return writer.finish(rows, {"channels": int(np.asarray(next(iter(splits.values())).pooled).shape[2]), **stats})
+
+
+@contextmanager
+def trainer_output_to(path: str | Path):
+    """Send what a training run prints (its log lines and progress bars, on stderr) to `path`,
+    so a benchmark of many runs keeps its own lines readable; train.log in each run directory
+    keeps the log either way. When the run fails, the log's last lines are shown."""
+    try:
+        with open(path, "a", encoding="utf-8") as f, redirect_stderr(f):
+            yield
+    except BaseException:
+        tail = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+        print("\n".join([f"last lines of {path}:", *tail]), file=sys.stderr, flush=True)
+        raise

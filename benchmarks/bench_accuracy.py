@@ -14,7 +14,16 @@ folds (test = one fold, val = 15% of the rest); FER-2013 uses its official train
 10% test split carved from train by `emorec.data.split.stratified_split` (byte-identical copies
 kept in one split), one carve and one training seed per seed.
 
-    python benchmarks/bench_accuracy.py            # both datasets, ~40 min on 2 CPU cores
+The baseline and the recipe train through the product path, `emorec.api.train` with
+`train.head_only` (the one trainer, as `emorec train --head-only`): each split's train / val /
+test rows of the extracted cache are written with emorec's `CacheWriter` into a small per-split
+feature cache (the baseline's holds the centre view only; the recipe's every cached view for
+training, centre + mirror for val and test), the run's checkpoints/best.pt is loaded back as a
+whole classifier and its head scores the cached test views (mean softmax over centre + mirror
+when `eval.tta`). The trainer validates on the centre view, so the recipe's choice on val reads
+the centre view too. Unreadable images (`valid` False in the cache) are left out of every split.
+
+    python benchmarks/bench_accuracy.py            # both datasets, ~40 min on 2 CPU cores (former in-memory head loop)
     python benchmarks/bench_accuracy.py --quick    # a small subset, a smoke run of the pipeline
 """
 
@@ -23,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +45,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+from _common import CachedSplit, cpu_model, trainer_output_to, write_feature_cache  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -144,71 +155,123 @@ def recipe_config(kind: str, seed: int, mixup: bool, widths=HEAD_WIDTHS[0]):
     return cfg
 
 
-def train_and_test(kind, seed, choice, xtr, ytr, xva, yva, xte, yte, k, log):
-    """Train one head with fit_head (val for early stopping), then score the test split once.
-    `choice` = (feature mixup, hidden widths) for the recipe."""
-    from emorec.features.head_training import fit_head, predict_probs
-    from emorec.models.head import EmotionHead
+@torch.no_grad()
+def mean_softmax(head: torch.nn.Module, x: torch.Tensor, views: int, batch_size: int = 4096) -> torch.Tensor:
+    """Mean softmax of `head` over the first `views` cached views of (N, V, C) features: the
+    test-time augmentation `emorec evaluate` does on images (centre + mirror), on cached vectors."""
+    head.eval()
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start:start + batch_size, :views]
+        n, v, c = chunk.shape
+        logits = head(chunk.reshape(n * v, c).float()).float()
+        out.append(logits.softmax(-1).reshape(n, v, -1).mean(1))
+    return torch.cat(out)
+
+
+def split_caches(cache, part_dir: Path, train: CachedSplit, val: CachedSplit, test: CachedSplit) -> dict:
+    """The split's rows as two small feature caches of the same backbone and weights: "baseline"
+    holds the centre view only (the baseline saw each image as is), "recipe" every cached view
+    of the training rows and centre + mirror of val and test."""
+    def first_views(s: CachedSplit, v: int) -> CachedSplit:
+        return CachedSplit(s.paths, s.labels, s.pooled[:, :v], s.views[:v])
+
+    stats = cache.index.get("stats", {})
+    spec = {**cache.spec, "split_of": cache.key}
+    return {
+        "baseline": write_feature_cache(part_dir / "baseline_features", spec, stats, cache.label_names,
+                                        {n: first_views(s, 1) for n, s in (("train", train), ("val", val), ("test", test))}),
+        "recipe": write_feature_cache(part_dir / "recipe_features", spec, stats, cache.label_names,
+                                      {"train": train, "val": first_views(val, 2), "test": first_views(test, 2)}),
+    }
+
+
+def train_and_test(kind, seed, choice, fold_cache, xte, yte, k, runs_dir: Path, log):
+    """Train one head through `emorec.api.train` on `fold_cache` (val for early stopping), then
+    load its best.pt and score the test split once. `choice` = (feature mixup, hidden widths)
+    for the recipe; `xte` (N, V, C) holds the test rows' views in `fold_cache`."""
+    from emorec.api import train
+    from emorec.config import validate_config
+    from emorec.serving.loading import load_run_model
 
     mixup, widths = choice
     cfg = recipe_config(kind, seed, mixup, widths)
-    if kind == "baseline":  # the seed's recipe saw each image as is: the centre view only
-        xtr, xva, xte = xtr[:, :1], xva[:, :1], xte[:, :1]
-    torch.manual_seed(seed)
-    m = cfg.model
-    head = EmotionHead(xtr.shape[2], k, m.attention, m.attention_reduction, m.hidden_dims, m.dropout, m.activation)
-    res = fit_head(head, xtr, ytr, xva, yva, cfg, k)
-    views = xte.shape[1] if cfg.eval.tta else 1
-    probs = predict_probs(head, xte, views).numpy()
+    cfg.train.head_only, cfg.train.features_dir = True, str(fold_cache.root)
+    cfg.train.output_dir = str(runs_dir)
+    cfg.train.name = f"{kind}_mixup{int(mixup)}_{'-'.join(map(str, cfg.model.hidden_dims)) or 'linear'}"
+    validate_config(cfg)
+    t = time.perf_counter()
+    with trainer_output_to(runs_dir / "trainer.log"):
+        res = train(cfg)
+    seconds = time.perf_counter() - t
+    loaded = load_run_model(res.run_dir / "checkpoints" / "best.pt")
+    views = xte.shape[1] if loaded.cfg.eval.tta else 1
+    probs = mean_softmax(loaded.model.head, xte, views).numpy()
     preds = probs.argmax(-1)
     yte_np = yte.numpy()
     out = scores(yte_np, probs)
     log(
-        f"    {kind:<8} mixup={int(mixup)} widths={'-'.join(map(str, cfg.model.hidden_dims)) or 'linear'} epochs {res.epochs_run:3d} (best {res.best_epoch:3d}) "
-        f"val F1 {res.best_metric:.4f}  test F1 {out['macro_f1']:.4f}  {res.seconds:.0f} s"
+        f"    {kind:<8} mixup={int(mixup)} widths={'-'.join(map(str, cfg.model.hidden_dims)) or 'linear'} epochs {res.epochs_completed:3d} (best {res.best_epoch:3d}) "
+        f"val F1 {res.best_metric:.4f}  test F1 {out['macro_f1']:.4f}  {seconds:.0f} s"
     )
-    return out, {"val_macro_f1": res.best_metric, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                 "seconds": round(res.seconds, 1), "per_class_f1": per_class_f1(yte_np, preds, k)}
+    return out, {"val_macro_f1": res.best_metric, "best_epoch": res.best_epoch, "epochs_run": res.epochs_completed,
+                 "seconds": round(seconds, 1), "per_class_f1": per_class_f1(yte_np, preds, k)}
 
 
-def run_dataset(name, cache, partitions, log) -> dict:
-    """partitions: iterable of (id, train_rows, val_rows_or_None, test_rows) over the cache."""
+def run_dataset(name, cache, partitions, work: Path, keep: bool, log) -> dict:
+    """partitions: iterable of (id, train_rows, val_rows_or_None, test_rows) over the cache's
+    train split (val_rows None: the cache's official val split)."""
     tr = cache.split("train")
-    pooled = torch.from_numpy(np.asarray(tr.pooled, dtype=np.float32))
-    labels = torch.from_numpy(tr.labels).long()
+    pooled, labels, paths = np.asarray(tr.pooled), tr.labels, np.asarray(tr.paths, dtype=object)
     official_val = cache.split("val") if "val" in cache.splits else None
     k = len(cache.label_names)
+
+    def rows_of(rows, views: int | None = None) -> CachedSplit:
+        rows = rows[tr.valid[rows]]
+        v = views or pooled.shape[1]
+        return CachedSplit(list(paths[rows]), labels[rows], pooled[rows][:, :v], tr.views[:v])
+
     results = {"probe": [], "baseline": [], "recipe": []}
     details = {"probe": [], "baseline": [], "recipe": []}
     choice = None
     for pid, train_rows, val_rows, test_rows in partitions:
-        log(f"  {name} split {pid}: train {len(train_rows)} val {len(val_rows) if val_rows is not None else len(official_val)} test {len(test_rows)}")
-        xtr, ytr = pooled[train_rows], labels[train_rows]
+        train = rows_of(train_rows)
         if val_rows is None:
-            xva = torch.from_numpy(np.asarray(official_val.pooled, dtype=np.float32))
-            yva = torch.from_numpy(official_val.labels).long()
+            keep_val = np.flatnonzero(official_val.valid)
+            val = CachedSplit([official_val.paths[i] for i in keep_val], official_val.labels[keep_val],
+                              np.asarray(official_val.pooled)[keep_val], official_val.views)
         else:
-            xva, yva = pooled[val_rows][:, :2], labels[val_rows]
-        xte, yte = pooled[test_rows][:, :2], labels[test_rows]  # centre + mirror: the cached TTA views
+            val = rows_of(val_rows, 2)
+        test = rows_of(test_rows, 2)  # centre + mirror: the cached TTA views
+        log(f"  {name} split {pid}: train {len(train.labels)} val {len(val.labels)} test {len(test.labels)}")
+        part_dir = work / f"{name}_split{pid}"
+        caches = split_caches(cache, part_dir, train, val, test)
+        xte = torch.from_numpy(np.asarray(test.pooled, dtype=np.float32))
+        yte = torch.from_numpy(test.labels).long()
         t = time.perf_counter()
-        s, d = linear_probe(xtr[:, 0].numpy(), ytr.numpy(), xva[:, 0].numpy(), yva.numpy(), xte[:, 0].numpy(), yte.numpy(), log)
+        centre = [np.asarray(a.pooled[:, 0], dtype=np.float32) for a in (train, val, test)]
+        s, d = linear_probe(centre[0], train.labels, centre[1], val.labels, centre[2], test.labels, log)
         d["seconds"] = round(time.perf_counter() - t, 1)
         log(f"    probe    C={d['C']} test F1 {s['macro_f1']:.4f}  {d['seconds']:.0f} s")
         results["probe"].append(s), details["probe"].append(d)
-        s, d = train_and_test("baseline", pid, (False, ()), xtr, ytr, xva, yva, xte, yte, k, log)
+        runs = part_dir / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        s, d = train_and_test("baseline", pid, (False, ()), caches["baseline"], xte[:, :1], yte, k, runs, log)
         results["baseline"].append(s), details["baseline"].append(d)
         if choice is None:
             # Feature mixup on/off and the head width: decided once, on the first split's
             # validation score (the test scores of the runs not chosen are never looked at).
             grid = [(mix, w) for w in HEAD_WIDTHS for mix in (True, False)]
-            runs = {c: train_and_test("recipe", pid, c, xtr, ytr, xva, yva, xte, yte, k, log) for c in grid}
-            choice = max(runs, key=lambda c: runs[c][1]["val_macro_f1"])
+            outcomes = {c: train_and_test("recipe", pid, c, caches["recipe"], xte, yte, k, runs, log) for c in grid}
+            choice = max(outcomes, key=lambda c: outcomes[c][1]["val_macro_f1"])
             log(f"    recipe chosen on val: feature mixup {choice[0]}, widths {choice[1]}")
-            s, d = runs[choice]
+            s, d = outcomes[choice]
         else:
-            s, d = train_and_test("recipe", pid, choice, xtr, ytr, xva, yva, xte, yte, k, log)
+            s, d = train_and_test("recipe", pid, choice, caches["recipe"], xte, yte, k, runs, log)
         d["mixup"], d["hidden_dims"] = choice[0], list(choice[1])
         results["recipe"].append(s), details["recipe"].append(d)
+        if not keep:  # a FER-2013 split's caches and run directories take ~0.5 GB
+            shutil.rmtree(part_dir)
     summary = {}
     for conf, rows in results.items():
         summary[conf] = {
@@ -247,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1, help="image decoding processes for extraction")
     p.add_argument("--device", default="cpu", help="extraction and head training device (cpu, cuda, auto)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="folder for each split's feature caches, run directories and trainer.log, kept afterwards "
+                        "(default: a temporary folder, each split's part removed once it is scored)")
     return p
 
 
@@ -290,6 +356,12 @@ def main(argv=None) -> int:
                                       device=args.device, log=log)
         extract_seconds[ds] = round(time.perf_counter() - t0, 1)
         log(f"{ds}: features ready in {extract_seconds[ds]:.0f} s ({caches[ds].root})")
+    tmp = tempfile.TemporaryDirectory(prefix="emorec_accuracy_")
+    work = args.work_dir or Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    # A fresh folder per invocation: the run names repeat between invocations.
+    work = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S_"), dir=work))
+    log(f"split caches and runs under {work}")
     for ds, cache in caches.items():
         t0 = time.perf_counter()
         if ds == "emotion6":
@@ -297,13 +369,14 @@ def main(argv=None) -> int:
             parts = ((f, tr, va, te) for f, tr, va, te in folds_emotion6(labels, args.seeds, seed=0))
         else:
             parts = ((s, tr, None, te) for s, tr, te in splits_fer(cache, seeds))
-        res = run_dataset(ds, cache, parts, log)
+        res = run_dataset(ds, cache, parts, work, args.work_dir is not None, log)
         res["heads_seconds"] = round(time.perf_counter() - t0, 1)
         res["extract_seconds_this_run"] = extract_seconds[ds]
         all_results[ds] = res
         partial = Path(args.output).with_suffix(".partial.json")
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps({"command": command, "results": all_results}, indent=1))
+    tmp.cleanup()
     out = {
         "command": command,
         "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "device": args.device,
