@@ -192,7 +192,7 @@ def train_and_test(kind, seed, choice, fold_cache, xte, yte, k, runs_dir: Path, 
     for the recipe; `xte` (N, V, C) holds the test rows' views in `fold_cache`."""
     from emorec.api import train
     from emorec.config import validate_config
-    from emorec.serving.loading import load_run_model
+    from emorec.run_model import load_run_model
 
     mixup, widths = choice
     cfg = recipe_config(kind, seed, mixup, widths)

@@ -65,16 +65,12 @@ def synthetic(n: int, channels: int, classes: int, views: int, seed: int):
 
 
 def synthetic_cache(root: Path, x, y, xv, yv):
-    """The vectors as a feature cache of `BACKBONE` (random init). The trainer reads the cache's
-    manifest like any dataset's, so each vector stands for an (empty) placeholder file."""
+    """The vectors as a feature cache of `BACKBONE` (random init). Head-only training never opens
+    a cache's images, so the paths name files that do not exist."""
     images = root / "images"
-    images.mkdir(parents=True)
 
     def placeholders(split: str, n: int) -> list[str]:
-        paths = [str(images / f"{split}_{i:06d}.jpg") for i in range(n)]
-        for p in paths:
-            open(p, "wb").close()
-        return paths
+        return [str(images / f"{split}_{i:06d}.jpg") for i in range(n)]
 
     spec = {"backbone": BACKBONE, "weights": "random-init", "image_size": 224, "augmented_views": 1,
             "source": "benchmarks/bench_head_speed.py synthetic features"}

@@ -3,6 +3,9 @@ directory is a normal one whose checkpoint holds the whole classifier (frozen ba
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from emorec.config import config_from_dict
 from emorec.errors import EmorecError
 from emorec.training.sources import FeatureBatches, head_batch_size
 from training_runs import (  # noqa: F401 (cache, data and one_thread are fixtures)
-    cache, data, head_only, metric_rows, one_thread, tiny_config, tiny_overrides,
+    cache, data, extract_cache, head_only, make_images, metric_rows, one_thread, tiny_config, tiny_overrides,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,3 +119,13 @@ def test_feature_batches_resume_mid_epoch_with_the_same_vectors_and_views():
     assert len(full) == 5 and epoch_batches(8) == full[2:]
     views = {int(v[0]) % 6 // 2 for batch in full for v in batch}
     assert views == {0, 1, 2}, "each sample draws one of its cached views"
+
+
+def test_head_only_training_never_opens_the_images_of_its_cache(tmp_path):
+    images = make_images(tmp_path / "gone", per_class=8)
+    moved = extract_cache(images, tmp_path / "features")
+    shutil.rmtree(images)
+    result = train(tiny_config(images, tmp_path, "head", "train.epochs=1", *head_only(moved)))
+    assert result.epochs_completed == 1 and (result.run_dir / "manifest.csv").is_file()
+    params = json.loads((result.run_dir / "summary.json").read_text())["params"]
+    assert params["trainable"] < params["total"], "only the head trains"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -155,23 +156,32 @@ class _Run:
         from emorec.data.split import ensure_splits
 
         cfg = self.cfg
-        if self.ckpt is not None:
-            # The exact splits of the original run, not a re-split of data.source.
-            manifest = read_manifest(str(self.run_dir / "manifest.csv"))
-        elif self.features is not None:
-            manifest = read_manifest(str(self.features.manifest_csv))
+        if self.features is not None:
+            # The cache holds everything a head-only run reads: vectors, labels and splits. Its
+            # images are never opened, so they need not exist any more.
+            missing = {"train", "val"} - set(self.features.splits)
+            if missing:
+                raise EmorecError(f"feature cache {self.features.root} has no {' or '.join(sorted(missing))} split; "
+                                  "extract it from a dataset with train and val splits")
+            self.manifest = None
+            self.label_map = LabelMap(self.features.label_names)
+            self.train_samples = self.val_samples = []
         else:
-            if not cfg.data.source:
-                raise EmorecError("data.source is not set; pass --set data.source=FOLDER_OR_CSV")
-            manifest = ensure_splits(read_manifest(cfg.data.source, cfg.data.images_root), cfg.data)
-        self.manifest = manifest
-        self.label_map = LabelMap(self.features.label_names) if self.features is not None \
-            else LabelMap.from_manifest(manifest)
-        self.train_samples = manifest.subset("train").samples
-        self.val_samples = manifest.subset("val").samples if "val" in manifest.splits() else []
-        if not self.train_samples or not self.val_samples:
-            raise EmorecError(f"{cfg.data.source}: need both train and val images (found {len(self.train_samples)} "
-                              f"train, {len(self.val_samples)} val); set data.val_fraction > 0 or add a val split")
+            if self.ckpt is not None:
+                # The exact splits of the original run, not a re-split of data.source.
+                manifest = read_manifest(str(self.run_dir / "manifest.csv"))
+            else:
+                if not cfg.data.source:
+                    raise EmorecError("data.source is not set; pass --set data.source=FOLDER_OR_CSV")
+                manifest = ensure_splits(read_manifest(cfg.data.source, cfg.data.images_root), cfg.data)
+            self.manifest = manifest
+            self.label_map = LabelMap.from_manifest(manifest)
+            self.train_samples = manifest.subset("train").samples
+            self.val_samples = manifest.subset("val").samples if "val" in manifest.splits() else []
+            if not self.train_samples or not self.val_samples:
+                raise EmorecError(f"{cfg.data.source}: need both train and val images (found "
+                                  f"{len(self.train_samples)} train, {len(self.val_samples)} val); set "
+                                  "data.val_fraction > 0 or add a val split")
         if self.ckpt is not None:
             ckpt_io.check_compatible(self.ckpt, cfg, self.label_map)
             refuse_changed_settings(self.ckpt, cfg)
@@ -210,16 +220,17 @@ class _Run:
             model_cfg = dataclasses.replace(model_cfg, pretrained=False, weights=None)
         model = build_model(model_cfg, k)
         self.signature = model_signature(cfg, k)
-        self.params = parameter_summary(model)
         data_cfg = backbone_data_config(model.backbone)
         self.mean, self.std = list(data_cfg["mean"]), list(data_cfg["std"])
         self.model = model
         if self.features is not None:
             # The backbone already ran at extraction: only the head trains, on vectors.
             set_backbone_trainable(model, False)
+            self.params = parameter_summary(model)  # trainable: the head
             self.net = model.head.to(self.device)
             self.data = feature_data(cfg, info, self.features, k, self.device)
         else:
+            self.params = parameter_summary(model)
             if cfg.train.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             model.to(self.device)
@@ -301,7 +312,9 @@ class _Run:
             self.log = setup_logging(self.run_dir, True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.label_map.save(self.run_dir / "label_map.json")
-            if self.ckpt is None:
+            if self.features is not None:
+                shutil.copyfile(self.features.manifest_csv, self.run_dir / "manifest.csv")
+            elif self.ckpt is None:
                 self.manifest.to_csv(self.run_dir / "manifest.csv")
             self.metrics = MetricsLog(self.run_dir / "metrics.csv")
             from torch.utils.tensorboard import SummaryWriter
