@@ -67,3 +67,13 @@ def test_demo_runs_its_config_on_the_given_data(data, tmp_path, capsys):
     assert "val accuracy" in out and "val macro-F1" in out
     runs = list(tmp_path.glob("demo-*"))
     assert len(runs) == 1 and str(runs[0]) in out
+
+
+def test_the_cli_asks_openmp_for_passive_waits_before_torch_loads():
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); from emorec.cli import main; main(['data']); "
+            "assert 'torch' not in sys.modules; print(os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "PASSIVE", out.stderr[-2000:]
