@@ -270,8 +270,8 @@ async def _read_uploads(request: Request, state: ServerState) -> list[tuple[str,
         raise UploadError(413, f"request body is over the limit of {state.settings.max_upload_mb:g} MB (--max-upload-mb)") from None
     except _BodyTimeout:
         raise UploadError(408, f"the upload stalled for {state.settings.body_timeout_s:g} s") from None
-    except MultiPartException as e:
-        raise UploadError(400, f"malformed multipart body: {e.message}") from None
+    except (MultiPartException, StarletteHTTPException) as e:  # Starlette re-raises the first as the second
+        raise UploadError(400, f"malformed multipart body ({getattr(e, 'message', None) or e.detail})") from None
     try:
         parts = form.getlist("image")
         if not parts:
