@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,15 +79,17 @@ def live_server(model: Path, *args: str, startup_s: float = 60.0):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
+    # The log goes to a file: an undrained pipe fills up and then blocks the server on its next line.
+    log = tempfile.NamedTemporaryFile("w+", prefix="emorec-serve-", suffix=".log")
     proc = subprocess.Popen([sys.executable, "-m", "emorec", "serve", str(model), "--port", str(port),
                              "--log-level", "warning", "--threads", "1", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+                raise RuntimeError(f"server exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
             try:
                 if httpx.get(url + "/ready", timeout=1.0).status_code == 200:
                     break
@@ -104,3 +107,4 @@ def live_server(model: Path, *args: str, startup_s: float = 60.0):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        log.close()
