@@ -143,6 +143,26 @@ async def load(url: str, body: bytes, content_type: str, concurrency: int, secon
             "p50_ms": pick(0.50), "p99_ms": pick(0.99)}
 
 
+def forward_ceiling(model: Path, threads: int, seconds: float) -> dict:
+    """Images/s of the bare ONNX Runtime session at batch 1 and 16: the most batching can give."""
+    import numpy as np
+
+    from emorec.serving.onnx_runtime import OnnxClassifier
+
+    session = OnnxClassifier(model, threads=threads)
+    out = {}
+    for batch in (1, 16):
+        x = np.random.default_rng(0).normal(0, 1, (batch, 3, SIZE, SIZE)).astype(np.float32)
+        session.logits(x)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 2 or done == 0:
+            session.logits(x)
+            done += batch
+        out[f"batch{batch}_images_per_s"] = done / (time.perf_counter() - started)
+    out["ratio"] = out["batch16_images_per_s"] / out["batch1_images_per_s"]
+    return out
+
+
 def batch_sizes(url: str) -> dict:
     import httpx
 
@@ -190,12 +210,16 @@ def main(argv=None) -> int:
     print(C.table([[f"{name}, c={r['concurrency']}", r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["mean_batch"] or 0, r["errors"]]
                    for name, rows in results.items() for r in rows],
                   ["server", "req/s", "p50 ms", "p99 ms", "batch", "errors"]))
+    ceiling = forward_ceiling(tmp / "model.onnx", args.threads or 0, seconds)
+    print(f"bare ONNX Runtime forward: batch 1 {ceiling['batch1_images_per_s']:.1f} images/s, "
+          f"batch 16 {ceiling['batch16_images_per_s']:.1f} images/s (x{ceiling['ratio']:.2f}: the most batching can give)")
     at32 = {name: next(r for r in rows if r["concurrency"] == 32) for name, rows in results.items()}
     errors = sum(r["errors"] for rows in results.values() for r in rows)
     notes = [f"loopback only; client and server share the machine's {C.usable_cores()} cores; {seconds:g} s per level",
              f"errors over all levels: {errors}"]
     C.finish(NAME, args, at32["batching"]["requests_per_s"], at32["no batching"]["requests_per_s"], "requests/s",
-             {"model": model_src, "image": image_src, "image_size": SIZE, "seconds_per_level": seconds, "levels": results},
+             {"model": model_src, "image": image_src, "image_size": SIZE, "seconds_per_level": seconds, "levels": results,
+              "forward_ceiling": ceiling},
              notes=notes)
     return 0 if errors == 0 else 1
 
