@@ -510,11 +510,18 @@ def serve(settings: ServeSettings, backend=None) -> None:
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, limit_concurrency=settings.max_connections,
                   timeout_keep_alive=5, timeout_graceful_shutdown=settings.graceful_timeout_s, server_header=False)
     if settings.workers > 1:
+        import shutil
         import tempfile
 
         os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="emorec-metrics-"))
-        uvicorn.run("emorec.serving.server:app_from_environment", factory=True, workers=settings.workers, **common)
+        metrics_dir = None if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else tempfile.mkdtemp(prefix="emorec-metrics-")
+        if metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run("emorec.serving.server:app_from_environment", factory=True, workers=settings.workers, **common)
+        finally:
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     app = create_app(settings, backend)
     DrainingServer(uvicorn.Config(app, **common), app.state.emorec).run()
