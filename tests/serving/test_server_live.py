@@ -131,3 +131,11 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(served_run)
         thread.join(timeout=15)
         assert [p["filename"] for p in result["answer"]["predictions"]] == ["good.jpg"]
         assert proc.wait(timeout=15) == -signal.SIGTERM  # uvicorn re-raises the signal once drained
+
+
+def test_several_workers_answer_and_share_their_metrics(served_run):
+    with live_server(served_run / "export" / "model.onnx", "--workers", "2") as (url, proc):
+        answers = [good_request(url) for _ in range(4)]  # each on a new connection: either worker may answer
+        assert all(a == answers[0] for a in answers)
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+        assert 'emorec_http_requests_total{method="POST",route="/v1/predict",status="200"} 4.0' in metrics
