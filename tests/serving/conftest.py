@@ -15,3 +15,11 @@ from run_factory import make_run, one_torch_thread  # noqa: E402,F401 (one_torch
 @pytest.fixture
 def fake_run(tmp_path, tiny_dataset):
     return make_run(tmp_path / "run", tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory):
+    """A tiny run with its ONNX export, built once per test process for the server tests."""
+    from server_models import build_served_run
+
+    return build_served_run(tmp_path_factory.mktemp("served"))
