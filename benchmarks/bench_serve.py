@@ -46,7 +46,7 @@ def build_onnx(path: Path) -> str:
     from emorec.config import Config
     from emorec.models.classifier import build_model
     from emorec.serving.export import export_onnx
-    from emorec.serving.preprocess import Preprocessing
+    from emorec.data.preprocess import Preprocessing
 
     torch.manual_seed(0)
     cfg = Config()
@@ -175,11 +175,15 @@ def batch_sizes(url: str) -> dict:
     return {"forward_passes": values.get("count"), "mean_batch": values["sum"] / values["count"] if values.get("count") else None}
 
 
-def main(argv=None) -> int:
+def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--seconds", type=float, default=None, help="load per concurrency level (default: 15, quick: 3)")
     p.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 15.0)
     tmp = Path(tempfile.mkdtemp(prefix="emorec-bench-serve-"))
     C.log("exporting tf_efficientnet_lite0 at 224 to ONNX ...")
