@@ -78,7 +78,7 @@ def test_csv_has_a_row_per_face_and_a_no_face_row(face_run, photos, tmp_path, ca
     assert face["label_1"] in FER_LABELS and float(face["probability_1"]) >= float(face["probability_2"])
     none = by_name["coffee.jpg"]
     assert none["label_1"] == "no_face"
-    assert none["face"] == none["x1"] == none["det_score"] == none["probability_1"] == ""
+    assert none["face"] == none["x1"] == none["det_score"] == none["probability_1"] == none["label_2"] == ""
     assert "found 1 faces in 2 photos" in capsys.readouterr().err
 
 

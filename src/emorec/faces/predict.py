@@ -109,6 +109,7 @@ class FacePredictionWriter:
             for i in range(1, top_k + 1):
                 header += [f"label_{i}", f"probability_{i}"]
             self.csv.writerow(header)
+            self.width = len(header)
 
     def write(self, photo: PhotoFaces) -> None:
         for record in face_rows(photo):
@@ -120,7 +121,7 @@ class FacePredictionWriter:
                    "" if record["det_score"] is None else record["det_score"]]
             for p in record["predictions"]:
                 row += [p["label"], "" if p["probability"] is None else f"{p['probability']:.6f}"]
-            self.csv.writerow(row)
+            self.csv.writerow(row + [""] * (self.width - len(row)))  # a no_face row has one label
 
     def close(self) -> None:
         self.file.close()
