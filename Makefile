@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# `pip install -e .` (torch>=2.4) keeps them instead of resolving a newer release
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
+	# MTCNN face detector; --no-deps: its metadata pins an old torch (see pyproject's faces-no-deps)
+	$(BIN)/pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 install: $(STAMP)

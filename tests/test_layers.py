@@ -1,6 +1,7 @@
 """The package imports follow the data: no module imports a layer above its own.
 
-data -> models -> checkpoint -> run_model -> features -> training -> evaluation -> serving -> api -> cli,
+data -> models -> checkpoint -> run_model -> features -> training -> faces, explain -> evaluation ->
+serving -> api -> cli,
 with errors, config, devices and inference below everything. Imports inside functions count too:
 a lazy import upward is still a cycle waiting for the first refactor.
 """
@@ -20,8 +21,10 @@ LAYERS = [
     ("emorec.run_model",),
     ("emorec.features",),
     ("emorec.training",),
+    ("emorec.faces", "emorec.explain"),  # detection, crops, Grad-CAM: evaluation uses them
     ("emorec.evaluation",),
-    ("emorec.serving",),
+    # Photos in, predictions out: these stream files the way serving/predict.py does.
+    ("emorec.serving", "emorec.faces.predict", "emorec.faces.annotate", "emorec.explain.explain"),
     ("emorec.api",),
     ("emorec.cli", "emorec.__main__"),
 ]

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's eval.batch_size)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--faces", action="store_true",
+                   help="photos for a face-trained run: classify each photo by its largest face (photos without a face are skipped)")
+    p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
     p.set_defaults(func=run_evaluate)
 
 
@@ -41,6 +44,7 @@ def run_evaluate(args) -> int:
     result = evaluate_run(
         args.run_dir, split=args.split, data=args.data, tta=args.tta, output=args.output,
         device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+        faces=args.detector if args.faces else None,
     )
     print(f"evaluated {result.metrics['num_samples']} images")
     print(format_summary(result))

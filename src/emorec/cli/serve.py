@@ -18,6 +18,12 @@ def register(sub) -> None:
     p.add_argument("--tta", action="store_true", help="average over flipped/cropped views (slower, usually a little better)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
+    p.add_argument("--faces", action="store_true",
+                   help="photos for a face-trained model: detect every face, classify each crop; one row per face "
+                        "(path, face, x1, y1, x2, y2, det_score, labels...), label no_face for a photo without one")
+    p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
+    p.add_argument("--margin", type=float, default=0.2, help="with --faces: margin around each face box, as a share of its side (default: 0.2)")
+    p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR")
     p.set_defaults(func=run_predict)
 
     e = sub.add_parser(
@@ -42,10 +48,16 @@ def run_predict(args) -> int:
         raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".jsonl"):
         raise EmorecError(f"--output {args.output} must end in .csv or .jsonl")
+    if args.annotate and not args.faces:
+        raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
     paths, failures = collect_inputs(args.inputs)
     if not paths and not failures:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
     predictor = open_predictor(args.model, args.device)
+    if args.faces:
+        from emorec.cli.faces import run_predict_faces
+
+        return run_predict_faces(args, predictor, paths, failures, str(getattr(predictor, "device", "cpu")))
     writer = PredictionWriter(args.output, args.top_k) if args.output else None
     width = min(60, max((len(str(p)) for p in paths), default=10))
     written = 0

@@ -125,11 +125,14 @@ def evaluate_run(
     device: str = "auto",
     batch_size: int | None = None,
     num_workers: int | None = None,
+    faces: str | None = None,
 ) -> EvalResult:
     """Evaluate the best checkpoint of `run_dir`; write metrics.json, report.md and PNGs.
 
     `tta=None` follows the run's `eval.tta`; with TTA on, results with and without it are both
-    reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/.
+    reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/. With `faces` (a
+    detector name, e.g. "mtcnn") each photo is classified by its largest face's crop; photos
+    without a face are counted as skipped.
     """
     from torch.utils.data import DataLoader
 
@@ -152,7 +155,14 @@ def evaluate_run(
     output_dir = Path(output) if output else run_dir / "eval" / name
 
     decode_size = max(Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std).resize)
-    dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size, return_index=True)
+    if faces:
+        from emorec.faces.dataset import FaceCropDataset
+
+        dataset = FaceCropDataset(samples, loaded.label_map, loaded.transform, faces)
+        description += f", largest face of each photo ({faces} detector; photos without a face are skipped)"
+    else:
+        dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size,
+                                  return_index=True)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(
         dataset, batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
@@ -197,6 +207,10 @@ def evaluate_run(
     pictures["reliability"] = plots.plot_reliability_diagram(reliability_bins(probs, targets), output_dir / "reliability.png", ece=metrics["ece"])
     mistakes = _mistakes(samples, indices, probs, targets, names, MISTAKES_SHOWN)
     pictures["mistakes"] = plots.plot_mistakes(mistakes, output_dir / "mistakes.png")
+    from emorec.explain.mistakes import plot_explained_mistakes
+
+    pictures["mistakes_explained"] = plot_explained_mistakes(model, loaded.transform, mistakes, names, output_dir / "mistakes_explained.png",
+                                                             dataset.crop_photo if faces else None)
     rows = _metrics_rows(run_dir)
     if rows:
         pictures["training_curves"] = plots.plot_training_curves(rows, output_dir / "training_curves.png")

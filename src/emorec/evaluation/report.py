@@ -23,6 +23,7 @@ PICTURE_TITLES = {
     "per_class_f1": "F1 per class",
     "reliability": "Reliability diagram",
     "mistakes": "Most confident mistakes",
+    "mistakes_explained": "Most confident mistakes with their Grad-CAM heat maps",
     "training_curves": "Training curves",
     "lr_schedule": "Learning-rate schedule",
 }

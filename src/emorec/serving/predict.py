@@ -102,6 +102,10 @@ class TorchPredictor:
         batch = torch.stack([self.loaded.transform(im) for im in images])
         return infer(forward, batch, self.device).cpu().numpy()
 
+    def predict_images(self, images: list, tta: bool = False) -> np.ndarray:
+        """(N, K) probabilities for decoded RGB images (e.g. face crops)."""
+        return self.probabilities(images, tta)
+
 
 class OnnxPredictor:
     """An exported .onnx model, served with onnxruntime; preprocessing in PIL + numpy."""
@@ -120,6 +124,10 @@ class OnnxPredictor:
         batch = np.stack([self.model.preprocessing(im) for im in images])
         views = tta_views_numpy(batch, hflip=self.tta["hflip"], crops=self.tta["crops"]) if tta else [batch]
         return np.mean([softmax(self.model.logits(v).astype(np.float64)) for v in views], axis=0)
+
+    def predict_images(self, images: list, tta: bool = False) -> np.ndarray:
+        """(N, K) probabilities for decoded RGB images (e.g. face crops)."""
+        return self.probabilities(images, tta)
 
 
 def open_predictor(model: str | Path, device: str = "cpu"):

@@ -1,0 +1,43 @@
+"""`emorec predict --faces`: one row per face, optional annotated copies (called by cli/serve.py)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run_predict_faces(args, predictor, paths, failures, device: str) -> int:
+    from emorec.errors import EmorecError
+    from emorec.faces.annotate import AnnotationWriter
+    from emorec.faces.detect import create_detector
+    from emorec.faces.predict import FacePredictionWriter, format_faces, predict_face_paths
+    from emorec.serving.predict import Failure
+
+    if not 0.0 <= args.margin <= 2.0:
+        raise EmorecError(f"--margin must be between 0 and 2 (a share of the face box's side), got {args.margin}")
+    detector = create_detector(args.detector, device)
+    writer = FacePredictionWriter(args.output, args.top_k) if args.output else None
+    annotations = AnnotationWriter(args.annotate, predictor.labels) if args.annotate else None
+    width = min(60, max((len(str(p)) for p in paths), default=10))
+    photos = faces = 0
+    try:
+        for item in predict_face_paths(predictor, paths, detector, args.top_k, args.margin, args.tta):
+            if isinstance(item, Failure):
+                failures.append(item)
+                continue
+            photos += 1
+            faces += len(item.faces)
+            if writer:
+                writer.write(item)
+            else:
+                print("\n".join(format_faces(item, width)))
+            if annotations:
+                annotations.write(item.path, item.image, item.faces)
+    finally:
+        if writer:
+            writer.close()
+    for failure in failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    where = f" to {args.output}" if args.output else ""
+    drawn = f"; annotated copies in {args.annotate}" if args.annotate else ""
+    print(f"found {faces} faces in {photos} photos{where}{drawn}; skipped {len(failures)} unreadable", file=sys.stderr)
+    return 0 if photos else 2
