@@ -26,7 +26,7 @@ def test_the_largest_face_is_the_one_classified(fer2013, tmp_path):
     path = tmp_path / "group.png"
     _group_photo(big, small, 1).save(path)
     dataset = FaceCropDataset([Sample(str(path), label)], LabelMap([label]), transform=lambda im: im)
-    crop, target = dataset[0]
+    crop, target, _ = dataset[0]
     assert target == 0
     assert crop.width > 150  # the 200 px face plus margin, not the 90 px one
 
