@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from emorec.training.data_order import ResumableSampler, SeededSamples
+from emorec.training.data_order import ResumableSampler, SeededBatchTransform, SeededSamples
 from emorec.training.distributed import DistInfo, ShardSampler
 
 # Image batches of 32 make 600 tiny steps per epoch over 20k vectors; the head reaches the same
@@ -38,6 +38,8 @@ class TrainingData:
     total_batches: int  # micro-batches per epoch, after train.limit_train_batches
     train_labels: list[int]
     num_val: int
+    # `augment.backend=tensor`: the engine's (images on the device, micro-batch index) -> augmented images
+    batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
 
 def head_batch_size(num_samples: int, image_batch_size: int, accumulation_steps: int = 1) -> int:
@@ -64,14 +66,21 @@ def _training_sampler(train_labels: list[int], num_classes: int, cfg, info: Dist
 
 def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean, std,
                device: torch.device) -> TrainingData:
-    """Decoded, augmented images through DataLoader workers (`data.num_workers`)."""
+    """Decoded images through DataLoader workers (`data.num_workers`), augmented there
+    (`augment.backend=pil`) or, decoded and resized only, in batches on `device` by the engine
+    (`tensor`, through `batch_transform`). Validation is the same for both."""
     from torch.utils.data import DataLoader
 
     from emorec.data.dataset import ManifestDataset, collate_skip
     from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
 
     size = cfg.data.image_size
-    train_ds = ManifestDataset(train_samples, label_map, build_train_transform(cfg, mean, std), size)
+    if cfg.augment.backend == "tensor":
+        from emorec.data.batch_augment import build_decode_transform
+
+        train_ds = ManifestDataset(train_samples, label_map, build_decode_transform(cfg), eval_resize_size(size))
+    else:
+        train_ds = ManifestDataset(train_samples, label_map, build_train_transform(cfg, mean, std), size)
     val_ds = ManifestDataset(val_samples, label_map, build_eval_transform(cfg, mean, std), eval_resize_size(size))
     train_labels = train_ds.targets.tolist()
     sampler = _training_sampler(train_labels, len(label_map), cfg, info)
@@ -89,11 +98,16 @@ def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean,
             generator=torch.Generator().manual_seed(cfg.train.seed),
         )
 
+    batch_transform = None
+    if cfg.augment.backend == "tensor":
+        from emorec.data.batch_augment import BatchAugment
+
+        batch_transform = SeededBatchTransform(BatchAugment(cfg, mean, std), cfg.train.seed, sampler)
     return TrainingData(
         train_loader=loader(SeededSamples(train_ds, cfg.train.seed), sampler, batch_size, drop_last),
         val_loader=loader(val_ds, ShardSampler(len(val_ds), info.world_size, info.rank), cfg.eval.batch_size, False),
         sampler=sampler, batch_size=batch_size, total_batches=total, train_labels=train_labels,
-        num_val=len(val_ds),
+        num_val=len(val_ds), batch_transform=batch_transform,
     )
 
 
