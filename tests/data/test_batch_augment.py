@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from emorec.config import Config
-from emorec.data.batch_augment import BatchAugment, PerSamplePolicy, build_decode_transform
+from emorec.data.batch_augment import BatchAugment, PerImagePolicy, _operations, build_decode_transform
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.1]
 SIZE = 32  # decode side: int(32 / 0.875) = 36
@@ -109,17 +109,9 @@ def test_each_automatic_policy_runs_on_the_batch(policy):
 
 
 def test_the_policy_is_drawn_per_image_not_per_batch():
-    from kornia.augmentation.auto import AutoAugment
-
-    from emorec.data.batch_augment import _ChosenSubPolicy
-
-    class Chosen(_ChosenSubPolicy, AutoAugment):
-        pass
-
-    # Two sub-policies: invert every image, or leave it. kornia alone picks one for the whole
-    # batch (all inverted or none); drawn per image, a batch of 32 holds both.
-    policy = PerSamplePolicy(Chosen([[("invert", 1.0, None)], [("invert", 0.0, None)]],
-                                    transformation_matrix_mode="skip"))
+    # Two sub-policies: invert the image, or leave it. torchvision and kornia pick one for the
+    # whole batch (all inverted or none); drawn per image, a batch of 32 holds both.
+    policy = PerImagePolicy([[("Invert", 1.0, None)], [("Invert", 0.0, None)]], {"Invert": (torch.tensor(0.0), False)})
     images = torch.full((32, 3, 4, 4), 0.2)
     torch.manual_seed(0)
     out = policy(images)
@@ -127,6 +119,18 @@ def test_the_policy_is_drawn_per_image_not_per_batch():
     untouched = torch.isclose(out, images).flatten(1).all(dim=1)
     assert bool((inverted | untouched).all())
     assert 0 < int(inverted.sum()) < 32
+
+
+@pytest.mark.parametrize("name", sorted(set(_operations())))
+def test_each_policy_operation_takes_one_magnitude_per_image(name):
+    x = textured(2).float() / 255
+    magnitudes = {"Posterize": [8.0, 2.0], "Solarize": [255.0, 64.0], "TranslateX": [0.0, 5.0],
+                  "TranslateY": [0.0, 5.0], "Rotate": [0.0, 30.0]}.get(name, [0.0, 0.6])
+    out = _operations()[name](x, torch.tensor(magnitudes))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out[1], x[1], atol=1e-3), f"{name} with a non-zero magnitude changes the image"
+    if name not in ("AutoContrast", "Equalize", "Invert"):  # these have no magnitude
+        torch.testing.assert_close(out[0], x[0], atol=1e-5, rtol=0, msg=f"{name} at magnitude 0 is the identity")
 
 
 def test_only_uint8_batches_are_accepted():
