@@ -16,18 +16,19 @@ End to end on real JPEGs (--data, any folder of .jpg/.jpeg/.png, searched recurs
   emorec e2e      that loader feeding emorec's fastest step above
   reference e2e   torchvision's default PIL loader (what `ImageFolder` uses) with the same
                   transform, DataLoader settings and step
-  emorec tensor   `augment.backend=tensor`: the workers only decode and resize to uint8 squares
+  tensor          `augment.backend=tensor`: the workers only decode and resize to uint8 squares
                   (`build_decode_transform`), `BatchAugment` runs the recipe's augmentation on the
-                  GPU in batches; "loader only" includes that augmentation, e2e is emorec's step
-                  with it as the engine's `batch_transform`
+                  GPU in batches, one micro-batch ahead (`training.device_augment.augment_ahead`,
+                  as `emorec train` does); "loader only" includes that augmentation
 The run is loader-bound when e2e throughput is close to the loader alone and well under the
 synthetic step. Targets: above 2,500 images/s synthetic on an H100 (issue 8); with
 `augment.backend=tensor`, e2e >= 0.8x the synthetic emorec step and >= 3,500 images/s for ResNet-50
-at 224 px on an H100/H200 (issue 17). `--loaders tensor` measures only that end-to-end mode. Without --data, photo-like JPEGs (500x375) are generated in a temporary
-folder (stated in the output).
+at 224 px on an H100/H200 (issue 17). Without --data, photo-like JPEGs (500x375) are generated
+in a temporary folder (stated in the output).
 
     python benchmarks/bench_gpu.py --data /path/to/jpegs --minutes 8
     python benchmarks/bench_gpu.py --quick
+    python benchmarks/bench_gpu.py --data ../shared/datasets/emotion6/images --minutes 3 --loaders tensor,emorec
 Last line: `gpu: emorec X vs reference Y images/s ratio=R` (synthetic, emorec full step with
 bf16 + channels_last + compile vs the bare fp32 eager loop).
 """
@@ -90,9 +91,8 @@ class Step:
         else:
             self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
-    def run(self, batches, count: int, batch_transform=None) -> int:
-        """Train on `count` micro-batches from `batches` (augmented on the device by
-        `batch_transform(images, index)` when given: emorec only); returns the images seen (synchronised)."""
+    def run(self, batches, count: int) -> int:
+        """Train on `count` micro-batches from `batches`; returns the images seen (synchronised)."""
         import torch
 
         if self.kind == "emorec":
@@ -100,8 +100,7 @@ class Step:
 
             progress = self.progress_cls()
             train_one_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device,
-                            self.opts, self.state, progress, count, mixup=self.mixup, batch_transform=batch_transform,
-                            show_progress=False)
+                            self.opts, self.state, progress, count, mixup=self.mixup, show_progress=False)
             sync(self.device)
             return progress.samples + progress.skipped_images
         seen = 0
@@ -245,6 +244,7 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
     from emorec.data.manifest import Sample
     from emorec.data.batch_augment import BatchAugment, build_decode_transform
     from emorec.data.transforms import build_train_transform, eval_resize_size
+    from emorec.training.device_augment import augment_ahead
 
     transform = build_train_transform(cfg, mean, std)
     samples = [Sample(str(p.resolve()), p.parent.name) for p in paths]
@@ -260,25 +260,24 @@ def e2e_phase(paths: list[Path], steps: dict, batch: int, size: int, workers: in
     slice_s = budget_s / (2 * len(names))
     for name in names:
         loader = make_loader(*datasets[name], batch, workers)
-        batch_transform = (lambda x, i: augment(x, seed=i)) if name == "tensor" else None
         it = forever(loader)
+        if name == "tensor":
+            it = augment_ahead(it, lambda x, i: augment(x, seed=i), device)
         for _ in range(min(per_epoch, 2 * workers)):  # start the persistent workers, fill the prefetch queue
             next(it)
 
         def load_only(n=per_call):
             seen = 0
-            for i in range(n):
+            for _ in range(n):
                 x, _y, _s = next(it)
                 x = x.to(device, non_blocking=True)
-                if batch_transform is not None:
-                    x = batch_transform(x, i)
                 seen += len(x)
             sync(device)
             return seen
 
         out[f"{name} loader only"] = timed_rate(load_only, slice_s, min_repeats)
         step = steps.get("emorec") or steps.get("reference")
-        out[f"{name} e2e"] = timed_rate(lambda: step.run(it, per_call, batch_transform), slice_s, min_repeats)
+        out[f"{name} e2e"] = timed_rate(lambda: step.run(it, per_call), slice_s, min_repeats)
         C.log(f"{name}: loader {out[f'{name} loader only']['per_s']:.0f} img/s, "
               f"e2e {out[f'{name} e2e']['per_s']:.0f} img/s")
         del it, loader  # stops its persistent workers before the next loader starts its own

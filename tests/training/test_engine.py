@@ -158,32 +158,6 @@ def test_a_resumed_epoch_continues_from_its_batch_position():
     assert progress.samples == whole.samples and progress.loss == pytest.approx(whole.loss)
 
 
-def test_a_batch_transform_changes_each_micro_batch_and_hears_its_index_in_the_epoch():
-    x, y = toy_data(64)
-    indices, seen = [], []
-
-    def shift(images, index):
-        indices.append(index)
-        return images + 100.0
-
-    class Recording(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = toy_model()
-
-        def forward(self, inputs):
-            seen.append(float(inputs.min()))
-            return self.inner(inputs)
-
-    model = Recording()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    state, progress = LoopState(), EpochProgress(batches=2)  # resumed after 2 of 4 micro-batches
-    train_one_epoch(model, batches(x, y, 16)[2:], nn.CrossEntropyLoss(), opt, None, CPU, StepOptions(), state,
-                    progress, 4, batch_transform=shift, show_progress=False)
-    assert indices == [2, 3]
-    assert min(seen) > 90, "the model trains on the transformed batch"
-
-
 def test_scheduler_steps_once_per_optimizer_step():
     x, y = toy_data(64)
     model = toy_model()

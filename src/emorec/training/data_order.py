@@ -7,8 +7,7 @@ and a sample's random augmentation must not depend on which worker process happe
 and can skip the batches already done; `SeededSamples` seeds the augmentation RNGs per sample
 from (seed, epoch, global position), where the global position of a rank's j-th sample is
 `j * world_size + rank`, the strided layout of DistributedSampler. So sample k of an epoch gets
-the same crop whether it is loaded by 1 process or by rank k % N of N. `SeededBatchTransform`
-seeds a batched augmentation on the device per micro-batch instead.
+the same crop whether it is loaded by 1 process or by rank k % N of N.
 """
 
 from __future__ import annotations
@@ -73,22 +72,3 @@ class SeededSamples(Dataset):
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
-
-
-class SeededBatchTransform:
-    """`transform(images, batch_seed)` for the engine's `batch_transform(images, batch_index)`.
-
-    A batched augmentation (data/batch_augment.py) draws one random stream per micro-batch, seeded
-    from (seed, epoch, rank, index of the micro-batch in the epoch); the epoch and rank are read
-    off the run's `ResumableSampler`. A resumed run restarts at the same micro-batch index, so it
-    augments exactly as the uninterrupted run did. (Unlike per-sample seeds, the draws depend on
-    how the epoch is cut into ranks and batches; both are fixed for a run.)
-    """
-
-    def __init__(self, transform, seed: int, sampler: ResumableSampler):
-        self.transform, self.seed, self.sampler = transform, seed, sampler
-
-    def __call__(self, images: torch.Tensor, batch_index: int) -> torch.Tensor:
-        s = self.sampler
-        batch_seed = int(np.random.SeedSequence([self.seed, s.epoch, s.rank, batch_index]).generate_state(1)[0])
-        return self.transform(images, batch_seed)

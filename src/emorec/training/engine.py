@@ -98,7 +98,6 @@ def train_one_epoch(
     *,
     scaler: torch.amp.GradScaler | None = None,
     mixup: Callable | None = None,
-    batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     ema=None,
     stop_requested: Callable[[], bool] = lambda: False,
     on_step: Callable[[], None] | None = None,
@@ -109,8 +108,6 @@ def train_one_epoch(
     stopped early because `stop_requested()` (on any rank) asked for it after an optimizer step.
 
     `loader` yields `(images, targets, n_skipped)` and starts at micro-batch `progress.batches`.
-    `batch_transform(images, index)`, when given, augments each micro-batch on the device, before
-    mixing; `index` is the micro-batch's place in the epoch, so a resumed epoch draws as before.
     """
     model.train()
     accum = max(1, opts.accumulation_steps)
@@ -141,8 +138,6 @@ def train_one_epoch(
             if empty_any:
                 group_skip = group_skip or (ddp and last_in_group)
             else:
-                if batch_transform is not None:
-                    images = batch_transform(images.to(device, non_blocking=True), i)
                 images = to_device(images, device, opts.channels_last)
                 targets = targets.to(device, non_blocking=True)
                 hard_targets = targets

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
-from emorec.training.data_order import ResumableSampler, SeededBatchTransform, SeededSamples
+from emorec.training.data_order import ResumableSampler, SeededSamples
 from emorec.training.distributed import DistInfo, ShardSampler
 
 # Image batches of 32 make 600 tiny steps per epoch over 20k vectors; the head reaches the same
@@ -38,8 +38,6 @@ class TrainingData:
     total_batches: int  # micro-batches per epoch, after train.limit_train_batches
     train_labels: list[int]
     num_val: int
-    # `augment.backend=tensor`: the engine's (images on the device, micro-batch index) -> augmented images
-    batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
 
 def head_batch_size(num_samples: int, image_batch_size: int, accumulation_steps: int = 1) -> int:
@@ -67,8 +65,8 @@ def _training_sampler(train_labels: list[int], num_classes: int, cfg, info: Dist
 def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean, std,
                device: torch.device) -> TrainingData:
     """Decoded images through DataLoader workers (`data.num_workers`), augmented there
-    (`augment.backend=pil`) or, decoded and resized only, in batches on `device` by the engine
-    (`tensor`, through `batch_transform`). Validation is the same for both."""
+    (`augment.backend=pil`) or, decoded and resized only, in batches on `device`
+    (`tensor`: `device_augment.AugmentedAhead`). Validation is the same for both."""
     from torch.utils.data import DataLoader
 
     from emorec.data.dataset import ManifestDataset, collate_skip
@@ -98,16 +96,18 @@ def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean,
             generator=torch.Generator().manual_seed(cfg.train.seed),
         )
 
-    batch_transform = None
+    train_loader = loader(SeededSamples(train_ds, cfg.train.seed), sampler, batch_size, drop_last)
     if cfg.augment.backend == "tensor":
         from emorec.data.batch_augment import BatchAugment
+        from emorec.training.device_augment import AugmentedAhead, SeededBatchTransform
 
-        batch_transform = SeededBatchTransform(BatchAugment(cfg, mean, std), cfg.train.seed, sampler)
+        augment = SeededBatchTransform(BatchAugment(cfg, mean, std), cfg.train.seed, sampler)
+        train_loader = AugmentedAhead(train_loader, augment, sampler, batch_size, device)
     return TrainingData(
-        train_loader=loader(SeededSamples(train_ds, cfg.train.seed), sampler, batch_size, drop_last),
+        train_loader=train_loader,
         val_loader=loader(val_ds, ShardSampler(len(val_ds), info.world_size, info.rank), cfg.eval.batch_size, False),
         sampler=sampler, batch_size=batch_size, total_batches=total, train_labels=train_labels,
-        num_val=len(val_ds), batch_transform=batch_transform,
+        num_val=len(val_ds),
     )
 
 

@@ -360,8 +360,7 @@ class _Run:
                 interrupted = train_one_epoch(
                     self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
                     self.opts, st.loop, st.progress, self.data.total_batches, scaler=self.scaler, mixup=self.mixup,
-                    batch_transform=self.data.batch_transform, ema=self.ema, stop_requested=lambda: stop.requested,
-                    on_step=lambda: self._periodic(epoch),
+                    ema=self.ema, stop_requested=lambda: stop.requested, on_step=lambda: self._periodic(epoch),
                     show_progress=info.is_main, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
                 if interrupted:
                     self._save_last(epoch, mid_epoch=True)
