@@ -17,11 +17,20 @@ Pre-resized cache: the large set is cached at 256 px by `emorec data cache` and 
 is timed on the cache too, alternating with the other passes (what every epoch after the one-off
 caching sees).
 
+Augmentation row (issue 17): the same Emotion6 photos through both `augment.backend`s, as
+training runs them on this machine, alternating (ABBA): `pil` (reference column) decodes and
+augments per image in 2 workers; `tensor` (emorec column) decodes and resizes in 2 workers and
+runs `BatchAugment` on the batches in the main process (on the CPU here, on the GPU in a GPU
+run), with torch threads = the cores left beside the workers, as `emorec train` sets them. Both
+yield normalised float batches of 224 px, batch 32.
+
 Target (issue 8): at least 2x on large JPEGs, no slower on small ones.
 
     python benchmarks/bench_loader.py --quick     # under 2 minutes on 2 cores
     python benchmarks/bench_loader.py             # more images and repeats
-Last line: `loader: emorec X vs reference Y images/s ratio=R` (large JPEGs, 2 workers).
+    python benchmarks/bench_loader.py --augment-only --images 256 --repeats 4   # just the augmentation row
+Last line: `loader: emorec X vs reference Y images/s ratio=R` (large JPEGs, 2 workers), or with
+--augment-only `loader_augment: emorec X vs reference Y images/s ratio=R` (tensor vs pil).
 """
 
 from __future__ import annotations
@@ -181,6 +190,63 @@ def measure(name: str, root: Path, paths: list[Path], transform, workers_list, r
     return out
 
 
+def augment_row(paths: list[Path], workers: int, repeats: int) -> dict:
+    """images/s of the `pil` and `tensor` augmentation backends on the same photos, alternating."""
+    import os
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from emorec.config import Config
+    from emorec.data.batch_augment import BatchAugment, build_decode_transform
+    from emorec.data.dataset import ManifestDataset, collate_skip
+    from emorec.data.labels import LabelMap
+    from emorec.data.manifest import Sample
+    from emorec.data.transforms import build_train_transform, eval_resize_size
+
+    cfg = Config()
+    cfg.data.image_size = IMAGE_SIZE
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    samples = [Sample(str(p.resolve()), p.parent.name) for p in paths]
+    labels = LabelMap(sorted({s.label for s in samples}))
+    pil = ManifestDataset(samples, labels, build_train_transform(cfg, mean, std), IMAGE_SIZE)
+    tensor = ManifestDataset(samples, labels, build_decode_transform(cfg), eval_resize_size(IMAGE_SIZE))
+    augment = BatchAugment(cfg, mean, std)
+    threads = max(1, C.usable_cores() - workers)  # what emorec train gives the main process on CPU
+
+    def one(dataset, batched: bool) -> int:
+        loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_skip)
+        seen, before = 0, torch.get_num_threads()
+        torch.set_num_threads(threads if batched else before)
+        try:
+            for i, (x, _y, _s) in enumerate(loader):
+                if batched:
+                    x = augment(x, seed=i)
+                assert x.dtype == torch.float32 and x.shape[-1] == IMAGE_SIZE
+                seen += len(x)
+        finally:
+            torch.set_num_threads(before)
+        return seen
+
+    times: dict[str, list[float]] = {"pil": [], "tensor": []}
+    order = [("pil", pil, False), ("tensor", tensor, True)]
+    for r in range(repeats):
+        for side, ds, batched in order[::-1] if r % 2 else order:  # ABBA
+            t = time.perf_counter()
+            seen = one(ds, batched)
+            times[side].append(time.perf_counter() - t)
+            if seen != len(paths):
+                raise RuntimeError(f"{side} backend yielded {seen} of {len(paths)} images")
+    row = {"images": len(paths), "workers": workers, "batch": BATCH, "tensor_threads": threads,
+           "pil": C.rate(len(paths), times["pil"]), "tensor": C.rate(len(paths), times["tensor"])}
+    row["ratio"] = row["tensor"]["per_s"] / row["pil"]["per_s"]
+    row["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    C.log(f"augment   workers={workers}: pil {row['pil']['per_s']:.1f} img/s, tensor {row['tensor']['per_s']:.1f} img/s "
+          f"(batched on the CPU, {threads} thread), ratio {row['ratio']:.2f}")
+    return row
+
+
 def build_cache(large_root: Path, tmp: Path, transform) -> tuple[object | None, dict]:
     """Run `emorec data cache` on the large set; (emorec dataset over the cache, info) or (None, reason)."""
     import time
@@ -209,7 +275,11 @@ def build_cache(large_root: Path, tmp: Path, transform) -> tuple[object | None, 
 
 
 def build_parser():
-    return C.parser(__doc__)
+    p = C.parser(__doc__)
+    p.add_argument("--augment-only", action="store_true",
+                   help="measure only the augmentation row (pil vs tensor backend); writes loader_augment.json")
+    p.add_argument("--images", type=int, default=None, help="Emotion6 photos for the augmentation row (default 64 quick, 256)")
+    return p
 
 
 def main(argv=None) -> int:
@@ -223,6 +293,14 @@ def main(argv=None) -> int:
     fer = C.shared_dataset("fer2013")
     if e6 is None or fer is None:
         print(f"{NAME}: skipped, ../shared/datasets/emotion6 and fer2013 are needed (not found under {C.SHARED})")
+        return 0
+    n_aug = args.images or (64 if quick else 256)
+    if args.augment_only:
+        row = augment_row(pick(list((e6 / "images").glob("*/*.jpg")), n_aug), 2, repeats)
+        C.finish("loader_augment", args, row["tensor"]["per_s"], row["pil"]["per_s"], "images/s",
+                 {"image_size": IMAGE_SIZE, "augment": row},
+                 notes=["reference = augment.backend=pil (2 workers); emorec = augment.backend=tensor (2 workers decode, "
+                        f"BatchAugment on the CPU in the main process with {row['tensor_threads']} thread)"])
         return 0
     transform, transform_src = recipe_transform()
     C.log(f"transform: {transform_src}")
@@ -240,6 +318,7 @@ def main(argv=None) -> int:
                                   ("fer2013", fer_root, fer_paths)):
             sets[name] = measure(name, root, paths, transform, workers_list, repeats,
                                  cached if name == "large" else None)
+        augment = augment_row(pick(list(e6_root.glob("*/*.jpg")), n_aug), 2, repeats)
         if cache.get("available"):
             row = sets["large"]["workers"]["2"]
             cache["emorec_cached_per_s"] = row["emorec_cached"]["per_s"]
@@ -257,8 +336,12 @@ def main(argv=None) -> int:
             if "emorec_cached" in row:
                 rows.append([f"{name} via {CACHE_SIZE} px cache", w, row["reference"]["per_s"],
                              row["emorec_cached"]["per_s"], row["cached_ratio"]])
+    rows.append([f"augment: tensor vs pil ({augment['images']} Emotion6 img)", augment["workers"],
+                 augment["pil"]["per_s"], augment["tensor"]["per_s"], augment["ratio"]])
     print(C.table(rows, ["images/s", "workers", "reference", "emorec", "ratio"]))
-    notes = [f"transform on both sides: {transform_src}"]
+    notes = [f"transform on both sides: {transform_src}",
+             "augment row: reference = augment.backend=pil, emorec = augment.backend=tensor (batched on the CPU, "
+             f"{augment['tensor_threads']} thread beside the workers)"]
     for name, s in sets.items():
         if "emorec_unavailable" in s:
             notes.append(f"{name}: emorec side not measured: {s['emorec_unavailable']}")
@@ -268,7 +351,8 @@ def main(argv=None) -> int:
     head = sets["large"]["workers"]["2"]
     C.finish(NAME, args, head.get("emorec", {}).get("per_s"), head["reference"]["per_s"], "images/s",
              {"image_size": IMAGE_SIZE, "batch_size": f"min({BATCH}, images // 8)", "repeats": repeats, "transform": transform_src,
-              "headline": "large JPEGs (1600-4000 px), 2 workers", "sets": sets, "cache": cache},
+              "headline": "large JPEGs (1600-4000 px), 2 workers", "sets": sets, "cache": cache,
+              "augment": augment},
              notes=notes)
     return 0
 

@@ -50,6 +50,9 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
+    # Where the training augmentation runs: `pil` per image in the loader workers; `tensor` in
+    # batches on the training device (workers only decode and resize; data/batch_augment.py).
+    backend: Literal["pil", "tensor"] = "pil"
     scale_min: float = 0.5  # RandomResizedCrop lower scale: emotion cues are often global
     hflip: float = 0.5
     rotation: float = 15.0  # degrees

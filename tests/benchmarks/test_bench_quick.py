@@ -87,7 +87,9 @@ def test_gpu_benchmark_code_path_runs_on_cpu_at_toy_size(tmp_path):
     assert m and m.group(1) == "gpu", proc.stdout
     saved = json.loads((tmp_path / "gpu.json").read_text())
     assert saved["details"]["cpu_smoke"] is True
-    assert {"emorec loader only", "emorec e2e", "reference e2e"} <= set(saved["details"]["end_to_end"])
+    assert {"emorec loader only", "emorec e2e", "reference e2e", "tensor loader only", "tensor e2e"} <= set(
+        saved["details"]["end_to_end"])
+    assert "augment.backend=tensor: end to end" in " ".join(saved["notes"])
 
 
 def test_gpu_benchmark_skips_cleanly_without_cuda(tmp_path, capsys, monkeypatch):

@@ -38,9 +38,11 @@ def test_train_reports_bad_input_on_one_line_with_exit_2(tmp_path, capsys):
     assert "drop --config" in capsys.readouterr().err
 
 
-def test_check_prints_shapes_parameters_device_and_dataset(data, capsys):
+@pytest.mark.parametrize("backend", ["pil", "tensor"])
+def test_check_prints_shapes_parameters_device_and_dataset(data, capsys, backend):
     assert main(["check", "--data", str(data), "--set", "model.backbone=test_resnet", "model.pretrained=false",
-                 "data.image_size=32", "model.hidden_dims=[16]", "model.dropout=[0.1]"]) == 0
+                 "data.image_size=32", "model.hidden_dims=[16]", "model.dropout=[0.1]",
+                 f"augment.backend={backend}"]) == 0
     out = capsys.readouterr().out
     for word in ("device", "input", "feature map", "logits", "parameters", "dataset", "classes", "check passed"):
         assert word in out

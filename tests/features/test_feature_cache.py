@@ -82,6 +82,16 @@ def test_changed_dataset_or_settings_get_a_new_key(tiny_dataset: Path, tmp_path:
     assert any(m.startswith("cache miss") for m in messages)
 
 
+def test_the_training_augmentation_backend_does_not_change_the_key(tiny_dataset: Path, tmp_path: Path):
+    # Cached views are augmented per image either way; the backend only matters to image training.
+    first = extract(tiny_dataset, tmp_path / "cache")
+    tensor_cfg = split_cfg()
+    tensor_cfg.augment.backend = "tensor"
+    messages: list[str] = []
+    assert extract(tiny_dataset, tmp_path / "cache", messages, cfg=tensor_cfg).key == first.key
+    assert any(m.startswith("cache hit") for m in messages)
+
+
 def test_unreadable_images_are_skipped_and_counted(tiny_dataset: Path, tmp_path: Path):
     for i, folder in enumerate(sorted(tiny_dataset.iterdir())[:2]):
         (folder / f"broken_{i}.jpg").write_bytes(b"not a jpeg")

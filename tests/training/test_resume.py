@@ -22,9 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RANDOM_PARTS = ("augment.mix_prob=0.5", "train.ema=true", "train.epochs=3")
 
 
-@pytest.fixture(params=["images", "features"])
+@pytest.fixture(params=["images", "tensor", "features"])
 def mode(request, cache):
-    """The same resume tests for full training and for head-only training on cached features."""
+    """The same resume tests for full training (augmented per image in the loader, or in batches by
+    `augment.backend=tensor`, here with its per-image policy too) and for head-only training on
+    cached features."""
+    if request.param == "tensor":
+        return ("augment.backend=tensor", "augment.auto_augment=autoaugment")
     return () if request.param == "images" else head_only(cache)
 
 

@@ -169,7 +169,8 @@ def extract_features(
     if augmented_views:
         # The augmented views also depend on the augmentation pipeline, its settings and the seed.
         spec["train_transform"] = _stable_repr(train_transform)
-        spec["augment"] = dataclasses.asdict(cfg.augment)
+        # Views are always augmented per image (PIL); augment.backend only says where training runs it.
+        spec["augment"] = {k: v for k, v in dataclasses.asdict(cfg.augment).items() if k != "backend"}
         spec["seed"] = cfg.train.seed
     key = cache_key(spec)
     root = Path(cache_dir) / key

@@ -22,7 +22,7 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
     from emorec.data.manifest import read_manifest
     from emorec.data.sampling import loss_class_weights
     from emorec.data.split import ensure_splits
-    from emorec.data.transforms import build_train_transform
+    from emorec.data.transforms import build_train_transform, eval_resize_size
     from emorec.devices import resolve_device
     from emorec.models import backbone_data_config, build_model, parameter_summary
     from emorec.training.losses import build_loss
@@ -38,8 +38,16 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, k).to(device)
     data_cfg = backbone_data_config(model.backbone)
-    transform = build_train_transform(cfg, list(data_cfg["mean"]), list(data_cfg["std"]))
-    dataset = ManifestDataset(train.samples, label_map, transform, cfg.data.image_size)
+    mean, std = list(data_cfg["mean"]), list(data_cfg["std"])
+    batch_augment = None
+    if cfg.augment.backend == "tensor":  # workers decode and resize; the batch is augmented on the device
+        from emorec.data.batch_augment import BatchAugment, build_decode_transform
+
+        batch_augment = BatchAugment(cfg, mean, std)
+        dataset = ManifestDataset(train.samples, label_map, build_decode_transform(cfg),
+                                  eval_resize_size(cfg.data.image_size))
+    else:
+        dataset = ManifestDataset(train.samples, label_map, build_train_transform(cfg, mean, std), cfg.data.image_size)
     # Spread the few images over the classes, so the loss sees more than one label.
     step = max(1, len(dataset) // max(num_images, 2))
     picked = [dataset[i] for i in range(0, len(dataset), step)][: max(num_images, 2)]
@@ -48,6 +56,8 @@ def check_pipeline(cfg: Config, num_images: int = 4) -> dict[str, Any]:
         raise EmorecError(f"{cfg.data.source}: fewer than 2 of the checked images could be read ({skipped} "
                           "unreadable); run `emorec data check` on it")
     images, targets = images.to(device), targets.to(device)
+    if batch_augment is not None:
+        images = batch_augment(images, cfg.train.seed)
     labels = label_map.encode([s.label for s in train.samples])
     weights = loss_class_weights(labels, k, cfg)
     loss_fn = build_loss(cfg.loss, weights).to(device)

@@ -64,14 +64,21 @@ def _training_sampler(train_labels: list[int], num_classes: int, cfg, info: Dist
 
 def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean, std,
                device: torch.device) -> TrainingData:
-    """Decoded, augmented images through DataLoader workers (`data.num_workers`)."""
+    """Decoded images through DataLoader workers (`data.num_workers`), augmented there
+    (`augment.backend=pil`) or, decoded and resized only, in batches on `device`
+    (`tensor`: `device_augment.AugmentedAhead`). Validation is the same for both."""
     from torch.utils.data import DataLoader
 
     from emorec.data.dataset import ManifestDataset, collate_skip
     from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
 
     size = cfg.data.image_size
-    train_ds = ManifestDataset(train_samples, label_map, build_train_transform(cfg, mean, std), size)
+    if cfg.augment.backend == "tensor":
+        from emorec.data.batch_augment import build_decode_transform
+
+        train_ds = ManifestDataset(train_samples, label_map, build_decode_transform(cfg), eval_resize_size(size))
+    else:
+        train_ds = ManifestDataset(train_samples, label_map, build_train_transform(cfg, mean, std), size)
     val_ds = ManifestDataset(val_samples, label_map, build_eval_transform(cfg, mean, std), eval_resize_size(size))
     train_labels = train_ds.targets.tolist()
     sampler = _training_sampler(train_labels, len(label_map), cfg, info)
@@ -89,8 +96,15 @@ def image_data(cfg, info: DistInfo, train_samples, val_samples, label_map, mean,
             generator=torch.Generator().manual_seed(cfg.train.seed),
         )
 
+    train_loader = loader(SeededSamples(train_ds, cfg.train.seed), sampler, batch_size, drop_last)
+    if cfg.augment.backend == "tensor":
+        from emorec.data.batch_augment import BatchAugment
+        from emorec.training.device_augment import AugmentedAhead, SeededBatchTransform
+
+        augment = SeededBatchTransform(BatchAugment(cfg, mean, std), cfg.train.seed, sampler)
+        train_loader = AugmentedAhead(train_loader, augment, sampler, batch_size, device)
     return TrainingData(
-        train_loader=loader(SeededSamples(train_ds, cfg.train.seed), sampler, batch_size, drop_last),
+        train_loader=train_loader,
         val_loader=loader(val_ds, ShardSampler(len(val_ds), info.world_size, info.rank), cfg.eval.batch_size, False),
         sampler=sampler, batch_size=batch_size, total_batches=total, train_labels=train_labels,
         num_val=len(val_ds),
