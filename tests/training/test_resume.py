@@ -22,10 +22,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RANDOM_PARTS = ("augment.mix_prob=0.5", "train.ema=true", "train.epochs=3")
 
 
+# Fine-tuning settings that change what a step does: head first, frozen BatchNorm statistics and
+# per-stage learning rates must come back identically too.
+LP_FT = ("model.freeze_backbone_epochs=1", "model.freeze_bn=true", "optim.layer_decay=0.7")
+
+
+MODES = {"images": lambda cache: (), "features": head_only, "lp-ft": lambda cache: LP_FT}
+
+
 @pytest.fixture(params=["images", "features"])
 def mode(request, cache):
     """The same resume tests for full training and for head-only training on cached features."""
-    return () if request.param == "images" else head_only(cache)
+    return MODES[request.param](cache)
+
+
+@pytest.fixture(params=list(MODES))
+def any_mode(request, cache):
+    """`mode`, plus LP-FT (frozen first, frozen BatchNorm, layer decay) where it is worth its time."""
+    return MODES[request.param](cache)
 
 
 def assert_same_run(a_dir, b_dir, a_history, b_history):
@@ -36,7 +50,8 @@ def assert_same_run(a_dir, b_dir, a_history, b_history):
     assert [r["epoch"] for r in metric_rows(b_dir)] == [str(r["epoch"]) for r in a_history], "no duplicated rows"
 
 
-def test_a_crash_in_epoch_2_then_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch, mode):
+def test_a_crash_in_epoch_2_then_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch, any_mode):
+    mode = any_mode
     whole = train(tiny_config(data, tmp_path, "whole", *RANDOM_PARTS, *mode))
     with monkeypatch.context() as m:
         crash_in_epoch(m, 2)
