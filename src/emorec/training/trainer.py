@@ -95,13 +95,15 @@ def train(cfg: Config, resume: str | Path | None = None, features=None) -> RunRe
 
 
 def adopt_cache(cfg: Config, cache, log: logging.Logger) -> Config:
-    """The run's model is the backbone the cached features came from; the cache says which."""
+    """The run's model is the backbone the cached features came from, pooled as they were; the
+    cache says which."""
     spec, stats = cache.spec, cache.index.get("stats", {})
     if cfg.model.backbone != spec["backbone"]:
         log.info("model.backbone set to %s (the backbone of the feature cache, not %s)", spec["backbone"],
                  cfg.model.backbone)
     model = dataclasses.replace(cfg.model, backbone=spec["backbone"], weights=stats.get("weights_path"),
-                                pretrained=bool(stats.get("pretrained", cfg.model.pretrained)))
+                                pretrained=bool(stats.get("pretrained", cfg.model.pretrained)),
+                                feature_levels=spec.get("feature_levels", "last"), pooling=spec.get("pooling", "avg"))
     data = dataclasses.replace(cfg.data, image_size=int(spec["image_size"]),
                                source=cfg.data.source or str(cache.manifest_csv))
     train_cfg = dataclasses.replace(cfg.train, head_only=True, features_dir=str(cache.root))
