@@ -47,7 +47,8 @@ def test_a_multi_level_model_feeds_its_head_the_pooled_stages():
     model = build_model(cfg.model, 3).eval()
     x = torch.randn(2, 3, 32, 32)
     maps = model.forward_levels(x)
-    assert len(maps) == len(model.backbone.feature_info) == 5 and torch.equal(maps[-1], model.forward_features(x)), "the last level is the usual map"
+    assert len(maps) == len(model.backbone.feature_info) == 5
+    assert torch.equal(maps[-1], model.forward_features(x)), "the last level is the usual map"
     assert model.head.in_channels == 2 * sum(m.shape[1] for m in maps)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.head(model.forward_vectors(x)))

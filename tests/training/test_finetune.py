@@ -28,7 +28,8 @@ def bn_statistics(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("frozen", [True, False])
 def test_frozen_batchnorm_keeps_its_statistics_through_a_training_step(frozen):
     cfg = Config()
-    cfg.model.backbone, cfg.model.pretrained, cfg.model.hidden_dims, cfg.model.dropout = "test_resnet", False, [8], [0.0]
+    cfg.model.backbone, cfg.model.pretrained = "test_resnet", False
+    cfg.model.hidden_dims, cfg.model.dropout = [8], [0.0]
     torch.manual_seed(0)
     model = build_model(cfg.model, 3)
     set_batchnorm_frozen(model, frozen)
