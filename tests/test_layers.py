@@ -1,7 +1,7 @@
 """The package imports follow the data: no module imports a layer above its own.
 
 data -> models -> checkpoint -> run_model -> features -> training -> faces, explain -> evaluation ->
-serving -> api -> cli,
+serving -> fit -> api -> cli,
 with errors, config, devices and inference below everything. Imports inside functions count too:
 a lazy import upward is still a cycle waiting for the first refactor.
 """
@@ -25,6 +25,7 @@ LAYERS = [
     ("emorec.evaluation",),
     # Photos in, predictions out: these stream files the way serving/predict.py does.
     ("emorec.serving", "emorec.faces.predict", "emorec.faces.annotate", "emorec.explain.explain"),
+    ("emorec.fit",),
     ("emorec.api",),
     ("emorec.cli", "emorec.__main__"),
 ]

@@ -2,8 +2,9 @@
 
 `train` is where head-only and full training part ways: head-only training needs a feature
 cache, found (`train.features_dir`, or the cache `emorec features extract` would write for this
-config) or extracted here, then handed to the one trainer. `demo` is the short configs/demo.yaml
-run; `check` pushes a few real images through the pipeline.
+config) or extracted here, then handed to the one trainer. `fit` searches models within a time
+budget (`emorec.fit`). `demo` is the short configs/demo.yaml run; `check` pushes a few real
+images through the pipeline.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 def feature_cache_for(cfg: Config, progress: bool = True):
     """The cache head-only training of `cfg` reads: `train.features_dir` if set, else the entry
-    that `emorec features extract` with default settings keys for this data, backbone, weights and
-    image size under `features.DEFAULT_CACHE_ROOT`, extracted now (with progress) if missing."""
+    that `emorec features extract` with default settings keys for this data, backbone, weights,
+    image size, feature levels and pooling under `features.DEFAULT_CACHE_ROOT`, extracted now
+    (with progress) if missing."""
     from emorec.features.cache import DEFAULT_CACHE_ROOT, find_cache
     from emorec.features.extract import extract_features
 
@@ -34,7 +36,8 @@ def feature_cache_for(cfg: Config, progress: bool = True):
                           "train.features_dir; pass --set data.source=FOLDER_OR_CSV")
     return extract_features(cfg.data.source, backbone=cfg.model.backbone, weights=cfg.model.weights,
                             pretrained=cfg.model.pretrained, image_size=cfg.data.image_size,
-                            cache_dir=DEFAULT_CACHE_ROOT, cfg=cfg, progress=progress)
+                            cache_dir=DEFAULT_CACHE_ROOT, cfg=cfg, progress=progress,
+                            feature_levels=cfg.model.feature_levels, pooling=cfg.model.pooling)
 
 
 def train(cfg: Config, resume: str | Path | None = None) -> RunResult:
@@ -43,6 +46,14 @@ def train(cfg: Config, resume: str | Path | None = None) -> RunResult:
 
     features = feature_cache_for(cfg) if cfg.train.head_only else None
     return run_training(cfg, resume, features=features)
+
+
+def fit(source, output, budget="30m", backbones=None, **kwargs):
+    """`emorec fit`: the best model for `source` within `budget`, chosen by validation macro-F1
+    (`emorec.fit.search.fit`; keyword arguments as there)."""
+    from emorec.fit import fit as run_fit
+
+    return run_fit(source, output, budget, backbones, **kwargs)
 
 
 def check(cfg: Config, num_images: int = 4) -> dict[str, Any]:

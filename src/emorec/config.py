@@ -79,7 +79,17 @@ class ModelConfig:
     activation: Literal["relu", "gelu", "silu"] = "gelu"
     drop_path_rate: float = 0.0
     freeze_backbone_epochs: int = 0
-    backbone_lr_scale: float = 0.1  # backbone lr = head lr * this, after unfreezing
+    # backbone lr = head lr * this, after unfreezing (or from the start with init_from: LP-FT)
+    backbone_lr_scale: float = 0.1
+    # BatchNorm of the backbone in eval mode (running statistics kept) while it trains. auto: on
+    # for a pretrained backbone when the per-process batch is under 32 or the run is LP-FT
+    # (training/finetune.py says why).
+    freeze_bn: Literal["auto", "true", "false"] = "auto"
+    # Features the head reads: the last feature map only, or every stage of the backbone
+    # (multi-level: colour and texture cues live in early stages), each pooled by `pooling`.
+    feature_levels: Literal["last", "all"] = "last"
+    pooling: Literal["avg", "meanstd", "gem"] = "avg"  # meanstd: mean and std per channel; gem: p=3
+    init_from: str | None = None  # run dir / checkpoint whose weights start this run (LP-FT)
 
 
 @dataclass
@@ -102,6 +112,9 @@ class OptimConfig:
     final_div_factor: float = 1e3
     accumulation_steps: int = 2
     grad_clip: float = 1.0  # max global grad norm; 0 disables
+    # Layer-wise lr decay (BEiT, Bao et al. 2022): each backbone stage below the top one learns
+    # at this times the rate of the stage above it; 1 turns it off.
+    layer_decay: float = 1.0
 
 
 @dataclass
@@ -125,6 +138,7 @@ class TrainConfig:
     head_only: bool = False  # train attention + head on cached frozen features (issue 7)
     features_dir: str | None = None
     limit_train_batches: int = 0  # 0: all; >0 caps each epoch (smoke runs, tests)
+    time_limit_s: float = 0.0  # 0: none; >0 ends this invocation's training after that many seconds
 
 
 @dataclass
@@ -194,6 +208,7 @@ RANGES: dict[str, str] = {
     "optim.final_div_factor": "(0, inf)",
     "optim.accumulation_steps": "[1, inf)",
     "optim.grad_clip": "[0, inf)",  # 0 disables clipping
+    "optim.layer_decay": "(0, 1]",  # 1: every backbone stage at the same rate
     "train.epochs": "[1, inf)",
     "train.seed": "[0, 4294967295]",
     "train.ema_decay": "(0, 1)",
@@ -201,6 +216,7 @@ RANGES: dict[str, str] = {
     "train.max_bad_steps": "[1, inf)",
     "train.checkpoint_every_steps": "[0, inf)",  # 0: only at epoch end
     "train.limit_train_batches": "[0, inf)",  # 0: every batch
+    "train.time_limit_s": "[0, inf)",  # 0: no limit
     # data.views.CROP_ANCHORS holds the centre and four corners; more crops repeat views.
     "eval.tta_crops": "[0, 5]",
     "eval.batch_size": "[1, inf)",

@@ -106,3 +106,30 @@ def test_inconsistent_rates_are_user_errors():
     cfg.optim.max_lr, cfg.optim.pct_start = 1e-3, 1.0
     with pytest.raises(EmorecError, match="optim.pct_start"):
         build_scheduler(build_optimizer(model, cfg), cfg, 10)
+
+
+@pytest.mark.parametrize("freeze_epochs, top", [(0, 1.0), (2, 0.1)])
+def test_layer_decay_gives_each_backbone_stage_a_geometrically_smaller_rate(freeze_epochs, top):
+    from timm.models import group_parameters
+
+    cfg = tiny_config(backbone="test_efficientnet", freeze_backbone_epochs=freeze_epochs, backbone_lr_scale=0.1)
+    cfg.optim.layer_decay = 0.5
+    model = build_model(cfg.model, 3)
+    optimizer = build_optimizer(model, cfg)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    stage_of = group_parameters(model.backbone, model.backbone.group_matcher(coarse=True), reverse=True)
+    stages = max(stage_of.values()) + 1
+    assert stages >= 4
+    names = {id(p): n for n, p in model.named_parameters()}
+    curve = lr_curve(optimizer, build_scheduler(optimizer, cfg, steps_per_epoch=5), 20)
+    head = [g["name"] for g in optimizer.param_groups].index("head")
+    for i, group in enumerate(optimizer.param_groups):
+        if not group["name"].startswith("backbone"):
+            assert group["lr_scale"] == 1.0
+            continue
+        stage = int(group["name"].split(".")[1].split("_")[0])
+        assert {stage_of[names[id(p)][len("backbone."):]] for p in group["params"]} == {stage}
+        assert group["lr_scale"] == pytest.approx(top * 0.5 ** (stages - 1 - stage))
+        for row in curve:  # the whole OneCycle curve keeps the ratio
+            assert row[i] == pytest.approx(row[head] * group["lr_scale"])

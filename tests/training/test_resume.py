@@ -22,14 +22,27 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RANDOM_PARTS = ("augment.mix_prob=0.5", "train.ema=true", "train.epochs=3")
 
 
+# Fine-tuning settings that change what a step does: head first, frozen BatchNorm statistics and
+# per-stage learning rates must come back identically too.
+LP_FT = ("model.freeze_backbone_epochs=1", "model.freeze_bn=true", "optim.layer_decay=0.7")
+# augment.backend=tensor augments in batches on the training device, here with its per-image policy.
+TENSOR = ("augment.backend=tensor", "augment.auto_augment=autoaugment")
+
+MODES = {"images": lambda cache: (), "tensor": lambda cache: TENSOR, "features": head_only,
+         "lp-ft": lambda cache: LP_FT}
+
+
 @pytest.fixture(params=["images", "tensor", "features"])
 def mode(request, cache):
     """The same resume tests for full training (augmented per image in the loader, or in batches by
-    `augment.backend=tensor`, here with its per-image policy too) and for head-only training on
-    cached features."""
-    if request.param == "tensor":
-        return ("augment.backend=tensor", "augment.auto_augment=autoaugment")
-    return () if request.param == "images" else head_only(cache)
+    `augment.backend=tensor`) and for head-only training on cached features."""
+    return MODES[request.param](cache)
+
+
+@pytest.fixture(params=list(MODES))
+def any_mode(request, cache):
+    """`mode`, plus LP-FT (frozen first, frozen BatchNorm, layer decay) where it is worth its time."""
+    return MODES[request.param](cache)
 
 
 def assert_same_run(a_dir, b_dir, a_history, b_history):
@@ -40,7 +53,8 @@ def assert_same_run(a_dir, b_dir, a_history, b_history):
     assert [r["epoch"] for r in metric_rows(b_dir)] == [str(r["epoch"]) for r in a_history], "no duplicated rows"
 
 
-def test_a_crash_in_epoch_2_then_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch, mode):
+def test_a_crash_in_epoch_2_then_resume_gives_the_uninterrupted_results(data, tmp_path, monkeypatch, any_mode):
+    mode = any_mode
     whole = train(tiny_config(data, tmp_path, "whole", *RANDOM_PARTS, *mode))
     with monkeypatch.context() as m:
         crash_in_epoch(m, 2)

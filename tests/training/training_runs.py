@@ -91,13 +91,14 @@ def cache(data, tmp_path_factory):
 
 
 def extract_cache(data: Path, cache_dir: Path, *extra: str):
-    """Features of `data` (split as tiny_overrides splits it) from a random-init test backbone."""
+    """Features of `data` (split as tiny_overrides splits it) from a random-init test backbone;
+    `extra` overrides may set model.feature_levels and model.pooling."""
     from emorec.features.extract import extract_features
 
     cfg = tiny_config(data, cache_dir, "unused", *extra)
     return extract_features(str(data), "test_efficientnet", pretrained=False, image_size=32, augmented_views=2,
                             grid=0, cache_dir=cache_dir, cfg=cfg, num_workers=0, dtype="float32", progress=False,
-                            log=lambda _m: None)
+                            log=lambda _m: None, feature_levels=cfg.model.feature_levels, pooling=cfg.model.pooling)
 
 
 def head_only(cache) -> tuple[str, ...]:

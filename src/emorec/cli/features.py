@@ -29,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--random-init", action="store_true", help="no pretrained weights (tests and smoke runs)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--views", type=int, default=0, help="augmented views per training image (default 0)")
+    p.add_argument("--feature-levels", choices=["last", "all"], default="last",
+                   help="last: the last feature map; all: every stage of the backbone, concatenated")
+    p.add_argument("--pooling", choices=["avg", "meanstd", "gem"], default="avg",
+                   help="per channel: mean, mean and std, or generalised mean (p=3)")
     p.add_argument("--grid", type=int, default=2, help="also store the last feature map pooled to GxG (0: off)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_ROOT, help=f"cache root (default {DEFAULT_CACHE_ROOT}, where "
                    "`emorec train --head-only` looks)")
@@ -60,6 +64,8 @@ def _extract(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         dtype=args.dtype,
         device=args.device,
+        feature_levels=args.feature_levels,
+        pooling=args.pooling,
     )
     for split in cache.splits:
         info = cache.index["splits"][split]

@@ -4,7 +4,8 @@ Layout of `<cache_dir>/<key>/`:
     index.json              what was extracted (backbone, weights hash, sizes, views, splits);
                             written last, so a directory without it is an interrupted extraction
     manifest.csv            path,label,split of every sample, in cache row order
-    <split>_pooled.npy      (N, V, C) globally pooled features, one row per sample and view
+    <split>_pooled.npy      (N, V, D) pooled features (the model's `forward_vectors`: the last map's
+                            channel means, or every stage pooled; spec feature_levels / pooling)
     <split>_grid.npy        (N, V, C, G, G) last feature map adaptively pooled to G x G (G > 0)
     <split>_labels.npy      (N,) int64 label indices (LabelMap order)
     <split>_valid.npy       (N,) bool, False where the image could not be read
@@ -163,13 +164,17 @@ class CacheWriter:
         channels: int,
         grid: int,
         dtype: str,
+        grid_channels: int | None = None,
     ) -> dict[str, np.ndarray]:
+        """Arrays for one split: pooled (N, V, channels), grid (N, V, grid_channels, G, G) (the
+        last feature map's channels; `channels` when not given)."""
         n, v = len(paths), len(views)
+        grid_channels = channels if grid_channels is None else grid_channels
         pooled = np.lib.format.open_memmap(self.root / f"{name}_pooled.npy", mode="w+", dtype=dtype, shape=(n, v, channels))
         arrays = {"pooled": pooled}
         if grid > 0:
             arrays["grid"] = np.lib.format.open_memmap(
-                self.root / f"{name}_grid.npy", mode="w+", dtype=dtype, shape=(n, v, channels, grid, grid)
+                self.root / f"{name}_grid.npy", mode="w+", dtype=dtype, shape=(n, v, grid_channels, grid, grid)
             )
         else:
             (self.root / f"{name}_grid.npy").unlink(missing_ok=True)

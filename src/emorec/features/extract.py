@@ -4,6 +4,12 @@ Views per sample: every split gets `center` (the evaluation transform) and `hfli
 the standard test-time view); training samples also get `aug1..augK`, draws of the training
 transform, so the head sees augmented inputs without running the backbone again each epoch.
 The mirror is flipped on the tensor, not re-decoded: a free view.
+
+What is stored per view is the model's own `forward_vectors`: the last feature map averaged by
+default, or every stage pooled and concatenated (`feature_levels="all"`, `pooling="meanstd"` or
+`"gem"`; models/pooling.py), so the head trained on the cache reads exactly what the model computes
+from pixels. `derive_cache` cuts the vectors of a cheaper setting out of an `all` / `meanstd`
+cache without running the backbone again.
 """
 
 from __future__ import annotations
@@ -105,12 +111,15 @@ def extract_features(
     progress: bool = True,
     log=print,
     device: str = "cpu",
+    feature_levels: str = "last",
+    pooling: str = "avg",
 ) -> FeatureCache:
     """Extract (or find in the cache) features of every split of `source`.
 
     `source` is a folder / CSV path (read with `read_manifest`, splits made with `ensure_splits`
     from `cfg.data`) or an already split `Manifest`. Returns the finished cache; a matching cache
-    is returned at once with a "cache hit" line.
+    is returned at once with a "cache hit" line. `feature_levels` / `pooling`: what each vector
+    holds (`model.feature_levels`, `model.pooling`).
     """
     import torch
 
@@ -122,6 +131,11 @@ def extract_features(
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
     if dtype not in ("float16", "float32"):
         raise EmorecError(f"feature dtype '{dtype}' is not supported; use float16 or float32")
+    from emorec.models.pooling import LEVELS, POOLINGS
+
+    if feature_levels not in LEVELS or pooling not in POOLINGS:
+        raise EmorecError(f"features extract: feature levels {feature_levels!r} / pooling {pooling!r} are not known; "
+                          f"choose from {', '.join(LEVELS)} / {', '.join(POOLINGS)}")
     if grid < 0 or augmented_views < 0 or image_size < 16:
         raise EmorecError("features extract: --grid and --views must be >= 0 and --image-size >= 16")
     run_on = resolve_device(device)
@@ -137,12 +151,15 @@ def extract_features(
     from emorec.data.dataset import collate_indexed
     from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
     from emorec.inference import infer, run_batches
-    from emorec.models.backbone import backbone_data_config
+    from emorec.models.backbone import backbone_data_config, level_channels
     from emorec.models.classifier import build_model
+    from emorec.models.pooling import pool_levels
 
     cfg.model.backbone = backbone
     cfg.model.weights = weights
     cfg.model.pretrained = pretrained
+    cfg.model.feature_levels = feature_levels
+    cfg.model.pooling = pooling
     cfg.data.image_size = image_size
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, len(label_map)).eval()
@@ -166,12 +183,20 @@ def extract_features(
         # JPEGs are draft-decoded to this size; features made from another decode size differ.
         "decode_min_size": eval_resize_size(image_size),
     }
+    # Only when not the default: caches written before these settings existed keep their keys.
+    if feature_levels != "last":
+        spec["feature_levels"] = feature_levels
+    if pooling != "avg":
+        spec["pooling"] = pooling
     if augmented_views:
         # The augmented views also depend on the augmentation pipeline, its settings and the seed.
         spec["train_transform"] = _stable_repr(train_transform)
         # Views are always augmented per image (PIL); augment.backend only says where training runs it.
         spec["augment"] = {k: v for k, v in dataclasses.asdict(cfg.augment).items() if k != "backend"}
         spec["seed"] = cfg.train.seed
+        # Draws seeded after the model is built (version 2), so they do not depend on how much
+        # randomness the model's initialisation used: every levels / pooling draws the same views.
+        spec["augment_draws"] = 2
     key = cache_key(spec)
     root = Path(cache_dir) / key
     if (root / INDEX_NAME).is_file():
@@ -181,7 +206,10 @@ def extract_features(
     # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
     model = model.to(run_on, memory_format=torch.channels_last)
 
-    channels = infer(model.forward_features, torch.zeros(1, 3, image_size, image_size), run_on).shape[1]
+    probe = torch.zeros(1, 3, image_size, image_size)
+    channels = infer(model.forward_vectors, probe, run_on).shape[1]
+    map_channels = infer(model.forward_features, probe, run_on).shape[1]
+    levels = level_channels(model.backbone) if feature_levels == "all" else [map_channels]
 
     writer = CacheWriter(root, key, spec, label_map.names)
     split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
@@ -190,30 +218,35 @@ def extract_features(
     skipped = 0
 
     def forward(images):
-        """(B, 1 + n_aug, 3, H, W) decoded views -> (B * V, C, h, w) feature maps, sample-major."""
+        """(B, 1 + n_aug, 3, H, W) decoded views -> ((B * V, D) vectors, (B * V, C, h, w) last
+        feature maps), sample-major."""
         center = images[:, 0]
         views = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(images.shape[1] - 1)]
         x = torch.stack(views, dim=1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        return model.forward_features(x).float()
+        maps = model.forward_levels(x)
+        return pool_levels(maps, pooling), maps[-1].float()
 
+    torch.manual_seed(cfg.train.seed)  # the augmented views' draws; see spec["augment_draws"]
     for split in split_names:
         split_rows = [r for r in rows if r[2] == split]
         paths = [r[0] for r in split_rows]
         labels = label_map.encode([r[1] for r in split_rows])
         views = split_views(split, augmented_views)
-        arrays = writer.add_split(split, paths, labels, views, channels, grid, dtype)
+        arrays = writer.add_split(split, paths, labels, views, channels, grid, dtype, grid_channels=map_channels)
         n_aug = augmented_views if split == "train" else 0
         dataset = _ViewDataset(paths, labels, eval_transform, train_transform, n_aug, eval_resize_size(image_size))
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_indexed
         )
-        for fmap, (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress, desc=f"extract {split}"):
+        for (vectors, fmap), (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress,
+                                                        desc=f"extract {split}"):
             b = len(idx)
-            pooled = fmap.mean(dim=(2, 3)).reshape(b, len(views), channels)
+            pooled = vectors.reshape(b, len(views), channels)
             rows_np = idx.numpy()
             arrays["pooled"][rows_np] = pooled.cpu().numpy().astype(dtype)
             if grid > 0:
-                g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), channels, grid, grid)
+                g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), map_channels, grid,
+                                                                                grid)
                 arrays["grid"][rows_np] = g.cpu().numpy().astype(dtype)
             arrays["valid"][rows_np] = True
             forwards += fmap.shape[0]
@@ -230,6 +263,7 @@ def extract_features(
         "images_per_s": round((len(rows) - skipped) / max(seconds, 1e-9), 2),
         "skipped": skipped,
         "channels": int(channels),
+        "level_channels": [int(c) for c in levels],
         "data_mean": list(map(float, mean)),
         "data_std": list(map(float, std)),
         "weights_path": str(Path(weights).resolve()) if weights else None,

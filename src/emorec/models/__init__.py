@@ -8,6 +8,7 @@ from emorec.models.classifier import (
     model_signature,
     parameter_summary,
     set_backbone_trainable,
+    set_batchnorm_frozen,
 )
 from emorec.models.head import EmotionHead
 
@@ -23,4 +24,5 @@ __all__ = [
     "model_signature",
     "parameter_summary",
     "set_backbone_trainable",
+    "set_batchnorm_frozen",
 ]

@@ -130,9 +130,35 @@ def _create_with_weights(name: str, path: Path, kwargs: dict[str, Any]) -> tuple
 
 def feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`model.forward_features(x)` as a (B, C, H, W) map, whatever layout the model emits."""
-    feats = model.forward_features(x)
+    return _as_map(model, model.forward_features(x), x.shape[-2:])
+
+
+def backbone_levels(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every stage of `model` as (B, C, H, W) maps, shallow first, in one pass
+    (timm's `forward_intermediates`). The last entry is `feature_map(model, x)` itself: the
+    deepest stage taken after the layers that follow it (EfficientNet's conv_head, a ViT's final
+    norm), so the last level of the multi-level vector is the usual last-layer feature map."""
+    forward = getattr(model, "forward_intermediates", None)
+    if forward is None:
+        raise EmorecError(f"backbone {type(model).__name__} cannot return its intermediate stages (no "
+                          "forward_intermediates in timm); set model.feature_levels=last")
+    final, intermediates = forward(x, intermediates_only=False)
+    return [*intermediates[:-1], _as_map(model, final, x.shape[-2:])]
+
+
+def level_channels(model: nn.Module) -> list[int]:
+    """Channels of each map `backbone_levels` returns (timm's feature_info, the last one replaced
+    by the backbone's `num_features`)."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise EmorecError(f"backbone {type(model).__name__} lists no stages (no feature_info in timm); set "
+                          "model.feature_levels=last")
+    return [int(f["num_chs"]) for f in info][:-1] + [int(model.num_features)]
+
+
+def _as_map(model: nn.Module, feats: torch.Tensor, image_hw) -> torch.Tensor:
     if feats.ndim == 3:
-        return tokens_to_map(model, feats, x.shape[-2:])
+        return tokens_to_map(model, feats, image_hw)
     if feats.ndim == 4 and getattr(model, "output_fmt", "NCHW") == "NHWC":
         return feats.permute(0, 3, 1, 2)
     return feats

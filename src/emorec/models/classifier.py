@@ -1,5 +1,12 @@
 """The whole model: a timm backbone and an `EmotionHead`, plus the helpers the trainer,
-evaluation and serving share (build from config, parameter summary, signature, freezing)."""
+evaluation and serving share (build from config, parameter summary, signature, freezing).
+
+By default the head reads the backbone's last feature map (and pools it itself, after its
+channel attention). With `model.feature_levels=all` or another `model.pooling` the model pools
+the maps into one vector first (`models/pooling.py`) and the head reads that vector: the same
+vector the feature cache stores for head-only training, so a head trained on the cache serves
+pixels unchanged.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +16,54 @@ import torch
 from torch import nn
 
 from emorec.errors import EmorecError
-from emorec.models.backbone import create_backbone, feature_map
+from emorec.models.backbone import backbone_levels, create_backbone, feature_map, level_channels
 from emorec.models.head import ACTIVATIONS, EmotionHead
+from emorec.models.pooling import LEVELS, POOLINGS, pool_levels, pooled_width
 
 
 class EmotionClassifier(nn.Module):
-    """image (B, 3, H, W) -> backbone feature map (B, C, h, w) -> head -> (B, K) logits."""
+    """image (B, 3, H, W) -> backbone feature map (B, C, h, w) -> head -> (B, K) logits; with
+    `feature_levels="all"` or a `pooling` other than "avg", the maps of the chosen levels are
+    pooled into a (B, D) vector first (`forward_vectors`) and the head reads that."""
 
-    def __init__(self, backbone: nn.Module, head: EmotionHead):
+    def __init__(self, backbone: nn.Module, head: EmotionHead, feature_levels: str = "last", pooling: str = "avg"):
         super().__init__()
+        if feature_levels not in LEVELS or pooling not in POOLINGS:
+            raise ValueError(f"feature_levels {feature_levels!r} / pooling {pooling!r}: choose from {LEVELS} / "
+                             f"{POOLINGS}")
         self.backbone = backbone
         self.head = head
+        self.feature_levels = feature_levels
+        self.pooling = pooling
         self.backbone_frozen = False
+        self.bn_frozen = False
+
+    @property
+    def head_pools(self) -> bool:
+        """True for the last level with average pooling: the head gets the map and pools it."""
+        return self.feature_levels == "last" and self.pooling == "avg"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map (B, C, h, w)."""
         return feature_map(self.backbone, x)
 
-    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:
-        return self.head(fmap)
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps the head's vector is pooled from: the last one, or every stage's."""
+        if self.feature_levels == "all":
+            return backbone_levels(self.backbone, x)
+        return [self.forward_features(x)]
+
+    def forward_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features: what the feature cache stores and the head classifies."""
+        return pool_levels(self.forward_levels(x), self.pooling)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        if self.head_pools:
+            return self.forward_head(self.forward_features(x))
+        return self.forward_head(self.forward_vectors(x))
 
     def train(self, mode: bool = True) -> EmotionClassifier:
         super().train(mode)
@@ -37,7 +71,18 @@ class EmotionClassifier(nn.Module):
             # A frozen backbone is a fixed feature extractor: its BatchNorm statistics and
             # dropout stay in eval mode, as when the head is trained on cached features.
             self.backbone.eval()
+        elif self.bn_frozen:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
+
+
+def set_batchnorm_frozen(model: EmotionClassifier, frozen: bool) -> None:
+    """Keep (True) the backbone's BatchNorm layers in eval mode while it trains: they normalise
+    with their running statistics and never update them; their scale and shift still learn."""
+    model.bn_frozen = frozen
+    model.train(model.training)
 
 
 def set_backbone_trainable(model: EmotionClassifier, trainable: bool) -> None:
@@ -66,9 +111,11 @@ def build_model(model_cfg, num_classes: int) -> EmotionClassifier:
     if num_classes < 2:
         raise EmorecError(f"the dataset has {num_classes} class(es); a classifier needs at least 2")
     backbone = create_backbone(model_cfg.backbone, model_cfg.pretrained, model_cfg.weights, model_cfg.drop_path_rate)
-    head = EmotionHead(backbone.num_features, num_classes, model_cfg.attention, model_cfg.attention_reduction,
+    levels, pooling = model_cfg.feature_levels, model_cfg.pooling
+    channels = level_channels(backbone) if levels == "all" else [backbone.num_features]
+    head = EmotionHead(pooled_width(channels, pooling), num_classes, model_cfg.attention, model_cfg.attention_reduction,
                        hidden, dropout, model_cfg.activation)
-    return EmotionClassifier(backbone, head)
+    return EmotionClassifier(backbone, head, levels, pooling)
 
 
 def parameter_summary(model: nn.Module) -> dict[str, Any]:
@@ -88,9 +135,15 @@ def model_signature(cfg, num_classes: int) -> dict[str, Any]:
     """What makes two models' state dicts interchangeable; a checkpoint whose signature differs
     from the config's is refused. Takes a `Config` or its `ModelConfig`."""
     model_cfg = getattr(cfg, "model", cfg)
-    return {
+    signature = {
         "backbone": model_cfg.backbone,
         "attention": bool(model_cfg.attention),
         "hidden_dims": [int(d) for d in model_cfg.hidden_dims],
         "num_classes": int(num_classes),
     }
+    # Listed only when not the default, so checkpoints made before these settings existed match.
+    if model_cfg.feature_levels != "last":
+        signature["feature_levels"] = model_cfg.feature_levels
+    if model_cfg.pooling != "avg":
+        signature["pooling"] = model_cfg.pooling
+    return signature

@@ -10,10 +10,18 @@ decay to weights; timm's `param_groups_weight_decay` makes the same split).
 What `optim.lr` (3e-4) and `optim.max_lr` (1e-3) mean: OneCycle (Smith & Topin 2019) starts at
 `lr`, warms up to the peak `max_lr` over the first `pct_start` of the optimiser steps, then anneals
 (cosine by default) to `lr / final_div_factor`. So `div_factor = max_lr / lr`. With
-`model.freeze_backbone_epochs > 0` the backbone group runs the same curve scaled by
-`model.backbone_lr_scale` (the backbone gets no gradient while frozen, and after unfreezing
-its pretrained features move at a tenth of the head's rate); otherwise the whole model shares
-one rate. OneCycle's own momentum cycling is off: AdamW keeps its usual betas.
+`model.freeze_backbone_epochs > 0` or `model.init_from` (LP-FT: the head is fitted before the
+backbone trains) the backbone group runs the same curve scaled by `model.backbone_lr_scale` (the
+backbone gets no gradient while frozen, and after unfreezing its pretrained features move at a
+tenth of the head's rate); otherwise the whole model shares one rate. OneCycle's own momentum
+cycling is off: AdamW keeps its usual betas.
+
+Layer-wise decay (`optim.layer_decay` < 1; BEiT, Bao et al. ICLR 2022; Howard & Ruder's
+discriminative rates): the backbone is split into its stages by timm's own `group_matcher`
+(coarse: stem, each stage, what follows the last), and stage i of L runs at
+`backbone scale * layer_decay ** (L - 1 - i)`: the top stage at the backbone's rate, each one
+below at `layer_decay` times the rate above it. Early stages hold generic features (edges,
+colour, texture) that small data should move least.
 """
 
 from __future__ import annotations
@@ -40,26 +48,58 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(model: nn.Module, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+def backbone_stages(backbone: nn.Module) -> tuple[dict[str, int], int]:
+    """({parameter name: stage index}, number of stages) from timm's coarse `group_matcher`;
+    a model without one is a single stage (logged: layer decay then has no effect)."""
+    from timm.models import group_parameters
+
+    matcher = getattr(backbone, "group_matcher", None)
+    if matcher is None:
+        logging.getLogger("emorec").warning("optim.layer_decay: %s has no timm group_matcher; the backbone is one "
+                                            "group", type(backbone).__name__)
+        return {name: 0 for name, _ in backbone.named_parameters()}, 1
+    stage_of = group_parameters(backbone, matcher(coarse=True), reverse=True)
+    return stage_of, max(stage_of.values()) + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr_scale: float = 1.0,
+                 layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups: {backbone, head} x {decay, no decay}, each tagged with `name` and
     `lr_scale` (the backbone's share of the head's learning rate). Parameters outside a
     `backbone` submodule (e.g. a lone head) count as head. Frozen parameters are included, so
-    they train once unfrozen without rebuilding the optimiser."""
+    they train once unfrozen without rebuilding the optimiser. With `layer_decay` < 1 the
+    backbone groups are split per stage (`backbone.<i>`, `backbone.<i>_no_decay`), stage i of L
+    scaled by `layer_decay ** (L - 1 - i)` on top of `backbone_lr_scale`."""
     exempt = _no_decay_names(model)
-    buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    backbone = getattr(model, "backbone", None)
+    stage_of, stages = ({}, 1)
+    if layer_decay < 1.0 and backbone is not None:
+        stage_of, stages = backbone_stages(backbone)
+    buckets: dict[tuple[str, int, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         part = "backbone" if name.startswith("backbone.") else "head"
+        stage = stage_of.get(name[len("backbone."):], stages - 1) if part == "backbone" and stage_of else -1
         decay = p.ndim > 1 and name not in exempt
-        buckets.setdefault((part, decay), []).append(p)
+        buckets.setdefault((part, stage, decay), []).append(p)
     groups = []
-    for (part, decay), params in sorted(buckets.items()):
+    for (part, stage, decay), params in sorted(buckets.items()):
+        scale = 1.0
+        if part == "backbone":
+            scale = backbone_lr_scale * (layer_decay ** (stages - 1 - stage) if stage >= 0 else 1.0)
         groups.append({
             "params": params,
-            "name": f"{part}{'' if decay else '_no_decay'}",
+            "name": f"{part}{f'.{stage}' if stage >= 0 else ''}{'' if decay else '_no_decay'}",
             "weight_decay": weight_decay if decay else 0.0,
-            "lr_scale": backbone_lr_scale if part == "backbone" else 1.0,
+            "lr_scale": scale,
         })
     return groups
+
+
+def backbone_lr_scale(cfg) -> float:
+    """The backbone's share of the head's rate: `model.backbone_lr_scale` for LP-FT runs (frozen
+    first, or started from a fitted head with `model.init_from`), else 1."""
+    model = cfg.model
+    return model.backbone_lr_scale if model.freeze_backbone_epochs > 0 or model.init_from else 1.0
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
@@ -69,10 +109,12 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     if optim.lr <= 0 or optim.weight_decay < 0:
         raise EmorecError(f"optim.lr={optim.lr}, optim.weight_decay={optim.weight_decay}: the learning rate must be "
                           "> 0 and the weight decay >= 0")
-    scale = cfg.model.backbone_lr_scale if cfg.model.freeze_backbone_epochs > 0 else 1.0
+    scale = backbone_lr_scale(cfg)
     if scale <= 0:
         raise EmorecError(f"model.backbone_lr_scale={scale}: must be > 0 (freeze with model.freeze_backbone_epochs)")
-    groups = param_groups(model, optim.weight_decay, scale)
+    if not 0 < optim.layer_decay <= 1:
+        raise EmorecError(f"optim.layer_decay={optim.layer_decay}: must be in (0, 1] (1 turns it off)")
+    groups = param_groups(model, optim.weight_decay, scale, optim.layer_decay)
     for group in groups:
         group["lr"] = optim.lr * group["lr_scale"]
     # fused: one kernel for all parameters instead of a loop over them (8 ms of a ~60 ms

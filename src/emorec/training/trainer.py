@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,15 @@ def train(cfg: Config, resume: str | Path | None = None, features=None) -> RunRe
 
 
 def adopt_cache(cfg: Config, cache, log: logging.Logger) -> Config:
-    """The run's model is the backbone the cached features came from; the cache says which."""
+    """The run's model is the backbone the cached features came from, pooled as they were; the
+    cache says which."""
     spec, stats = cache.spec, cache.index.get("stats", {})
     if cfg.model.backbone != spec["backbone"]:
         log.info("model.backbone set to %s (the backbone of the feature cache, not %s)", spec["backbone"],
                  cfg.model.backbone)
     model = dataclasses.replace(cfg.model, backbone=spec["backbone"], weights=stats.get("weights_path"),
-                                pretrained=bool(stats.get("pretrained", cfg.model.pretrained)))
+                                pretrained=bool(stats.get("pretrained", cfg.model.pretrained)),
+                                feature_levels=spec.get("feature_levels", "last"), pooling=spec.get("pooling", "avg"))
     data = dataclasses.replace(cfg.data, image_size=int(spec["image_size"]),
                                source=cfg.data.source or str(cache.manifest_csv))
     train_cfg = dataclasses.replace(cfg.train, head_only=True, features_dir=str(cache.root))
@@ -134,6 +137,7 @@ class _Run:
         self.metrics = None
         self.state = RunState(cfg.train.monitor, cfg.train.patience)
         self.notes: list[str] = []  # what resuming decided, logged once train.log is open
+        self.started = time.monotonic()  # train.time_limit_s counts from here
 
     def run(self) -> RunResult:
         try:
@@ -204,7 +208,8 @@ class _Run:
     def _build(self) -> None:
         from emorec.data.sampling import loss_class_weights
         from emorec.models import backbone_data_config, build_model, model_signature, parameter_summary
-        from emorec.models import set_backbone_trainable
+        from emorec.models import set_backbone_trainable, set_batchnorm_frozen
+        from emorec.training.finetune import batchnorm_frozen, load_initial_weights
         from emorec.training.losses import build_loss
         from emorec.training.mixing import build_mixup
         from emorec.training.optim import build_optimizer, build_scheduler
@@ -215,14 +220,28 @@ class _Run:
         set_deterministic(cfg.train.deterministic)
         k = len(self.label_map)
         model_cfg = cfg.model
-        if self.ckpt is not None:
+        init_from = cfg.model.init_from if self.ckpt is None else None
+        if self.ckpt is not None or init_from:
             # Every weight comes from the checkpoint: do not fetch or read pretrained files again.
             model_cfg = dataclasses.replace(model_cfg, pretrained=False, weights=None)
         model = build_model(model_cfg, k)
         self.signature = model_signature(cfg, k)
         data_cfg = backbone_data_config(model.backbone)
         self.mean, self.std = list(data_cfg["mean"]), list(data_cfg["std"])
+        source = self.ckpt if self.ckpt is not None else (
+            load_initial_weights(model, init_from, self.label_map.names, self.signature) if init_from else None)
+        if init_from:
+            self.notes.append(f"weights from {source['loaded_from']} (model.init_from, epoch {source.get('epoch')})")
+        if source is not None and source.get("data_mean"):
+            # The preprocessing the weights were trained with (a local config.json's, say), which
+            # the architecture's defaults need not match.
+            self.mean, self.std = list(source["data_mean"]), list(source["data_std"])
         self.model = model
+        if self.features is None:
+            bn_frozen = batchnorm_frozen(cfg)
+            set_batchnorm_frozen(model, bn_frozen)
+            if bn_frozen:
+                self.notes.append(f"backbone BatchNorm in eval mode (model.freeze_bn={cfg.model.freeze_bn})")
         if self.features is not None:
             # The backbone already ran at extraction: only the head trains, on vectors.
             set_backbone_trainable(model, False)
@@ -373,10 +392,17 @@ class _Run:
                 interrupted = train_one_epoch(
                     self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
                     self.opts, st.loop, st.progress, self.data.total_batches, scaler=self.scaler, mixup=self.mixup,
-                    ema=self.ema, stop_requested=lambda: stop.requested, on_step=lambda: self._periodic(epoch),
+                    ema=self.ema, stop_requested=lambda: stop.requested or self._out_of_time(),
+                    on_step=lambda: self._periodic(epoch),
                     show_progress=info.is_main, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
                 if interrupted:
                     self._save_last(epoch, mid_epoch=True)
+                    if not stop.requested:  # train.time_limit_s, not a signal
+                        self.log.info("time limit of %.0f s reached at epoch %d, batch %d/%d; checkpoint saved "
+                                      "(emorec train --resume %s continues)", cfg.train.time_limit_s, epoch + 1,
+                                      st.progress.batches, self.data.total_batches, self.run_dir)
+                        stopped_early = True
+                        break
                     signum = stop.signum or signal.SIGTERM
                     raise TrainingInterrupted(
                         f"interrupted by {signal.Signals(signum).name} at epoch {epoch + 1}, batch "
@@ -393,6 +419,11 @@ class _Run:
                     self.log.info("early stopping: no %s improvement for %d epochs (best %.4f at epoch %d)",
                                   cfg.train.monitor, st.early.patience, st.early.best, st.early.best_epoch)
                     break
+                if self._out_of_time() and epoch + 1 < cfg.train.epochs:
+                    stopped_early = True
+                    self.log.info("time limit of %.0f s reached after epoch %d (emorec train --resume %s "
+                                  "continues)", cfg.train.time_limit_s, epoch + 1, self.run_dir)
+                    break
         done = int(st.history[-1]["epoch"]) if st.history else st.start_epoch
         result = RunResult(self.run_dir, done, st.early.best_epoch, st.early.best, cfg.train.monitor,
                            stopped_early, st.wall_time(), st.history, info.is_main)
@@ -401,6 +432,10 @@ class _Run:
             self.log.info("done: best %s %.4f at epoch %d; run dir %s", cfg.train.monitor, st.early.best,
                           st.early.best_epoch, self.run_dir)
         return result
+
+    def _out_of_time(self) -> bool:
+        limit = self.cfg.train.time_limit_s
+        return limit > 0 and time.monotonic() - self.started > limit
 
     def _periodic(self, epoch: int) -> None:
         every = self.cfg.train.checkpoint_every_steps

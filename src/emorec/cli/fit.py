@@ -1,0 +1,77 @@
+"""CLI: `emorec fit SOURCE --budget 30m`: the best model for a dataset within a time budget."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from emorec.fit.candidates import HEAD_EPOCHS, HEAD_KINDS
+
+    p = sub.add_parser(
+        "fit", help="search backbones, features and heads by validation macro-F1 within a time budget",
+        description="Extracts features once per backbone (cached), tries the linear probe, linear / MLP / attention + "
+                    "MLP heads at two regularisation strengths on last-level and multi-level features, then, where the "
+                    "budget allows, an LP-FT fine-tune of the best; chooses by validation macro-F1 and reports the "
+                    "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
+                    "for evaluate, predict and export). Run it again with the same --output to resume.")
+    p.add_argument("source", help="dataset folder or CSV manifest")
+    p.add_argument("--budget", default="30m", help="time for everything, extraction included: 30m, 1h, 90s, 1800 "
+                                                   "(default 30m)")
+    p.add_argument("--backbone", dest="backbones", action="append", default=[], metavar="NAME[=WEIGHTS_FILE]",
+                   help="a backbone to try (repeatable); a local weights file works offline (default: the config's "
+                        "backbone with timm's hub weights)")
+    p.add_argument("--random-init", action="store_true", help="backbones without pretrained weights (smoke runs)")
+    p.add_argument("--output", metavar="DIR", help="leaderboard.csv, best/, candidates/ (default runs/fit-<dataset>)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--views", type=int, default=2, help="augmented views cached per training image (default 2)")
+    p.add_argument("--heads", default=",".join(HEAD_KINDS),
+                   help=f"candidate heads, comma-separated (default {','.join(HEAD_KINDS)})")
+    p.add_argument("--head-epochs", type=int, default=HEAD_EPOCHS,
+                   help=f"epochs of each trained head, with early stopping (default {HEAD_EPOCHS})")
+    p.add_argument("--no-finetune", action="store_true", help="skip the LP-FT fine-tune of the best candidate")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="at most this many LP-FT epochs (default 10)")
+    p.add_argument("--no-test", action="store_true", help="do not score the chosen model on the test split")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=1, help="image decoding processes")
+    p.add_argument("--cache-dir", default=None, help="feature cache root (default .cache/features)")
+    p.add_argument("--config", metavar="FILE", help="base YAML config (splits, loss, ...; default: the recipe)")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override base config keys, e.g. --set data.val_fraction=0.15")
+    p.set_defaults(func=run_fit)
+
+
+def run_fit(args) -> int:
+    from pathlib import Path
+
+    from emorec.api import fit
+    from emorec.config import load_config
+    from emorec.errors import EmorecError
+    from emorec.fit import BackboneChoice
+
+    if args.image_size < 16 or args.views < 0 or args.workers < 0 or args.finetune_epochs < 1 or args.head_epochs < 1:
+        raise EmorecError("emorec fit: --image-size must be >= 16, --views and --workers >= 0, --finetune-epochs and "
+                          "--head-epochs >= 1")
+    cfg = load_config(args.config, args.overrides)
+    backbones = [BackboneChoice.parse(text, args.random_init) for text in args.backbones]
+    if not backbones and args.random_init:
+        backbones = [BackboneChoice(cfg.model.backbone, None, False)]
+    source = Path(args.source)
+    name = (source.parent.name if source.is_file() else source.name) or "data"
+    output = args.output or str(Path(cfg.train.output_dir) / f"fit-{name}")
+    result = fit(args.source, output, args.budget, backbones or None, config=cfg, image_size=args.image_size,
+                 views=args.views, heads=tuple(h.strip() for h in args.heads.split(",") if h.strip()),
+                 head_epochs=args.head_epochs, finetune=not args.no_finetune, finetune_epochs=args.finetune_epochs,
+                 test=not args.no_test, cache_dir=args.cache_dir, device=args.device, workers=args.workers)
+    best = result.best
+    done = sum(r["status"] == "done" and r["kind"] != "extract" for r in result.rows)
+    skipped = sum(r["status"] == "skipped" for r in result.rows)
+    print(f"leaderboard      {result.output / 'leaderboard.csv'} ({done} candidates, {skipped} skipped)")
+    print(f"chosen           {best['candidate']}  val macro-F1 {float(best['val_macro_f1']):.4f}  "
+          f"val accuracy {float(best['val_accuracy']):.4f}")
+    print(f"best model       {result.best_dir}")
+    print(f"time             {result.seconds:.0f} s (budget {args.budget})")
+    if result.test is not None:
+        t = result.test
+        tta = (f"; with TTA {t['tta_macro_f1']:.4f} / {t['tta_accuracy']:.4f}" if "tta_macro_f1" in t else "")
+        print(f"test (chosen)    macro-F1 {t['macro_f1']:.4f}  accuracy {t['accuracy']:.4f}  on {t['num_samples']} "
+              f"images{tta}")
+    return 0

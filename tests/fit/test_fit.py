@@ -1,0 +1,203 @@
+"""`emorec fit`: a search by validation macro-F1 within a budget, on tiny data with a random test
+backbone. The chosen model is a normal run directory; the test split is read once, at the end;
+finished candidates are never run again."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emorec.errors import EmorecError
+from emorec.fit import BackboneChoice, fit
+from emorec.fit.budget import Budget, parse_duration
+from emorec.fit.probe import fit_logistic_regression
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from training_runs import cache, data, make_images, one_thread  # noqa: E402,F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(image_size=32, views=1, head_epochs=2, workers=0, progress=False, log=lambda _m: None, device="cpu")
+BACKBONE = [BackboneChoice("test_efficientnet", None, pretrained=False)]
+
+
+@pytest.fixture(autouse=True)
+def small_grid_in_a_temporary_folder(monkeypatch, tmp_path):
+    """One logistic-regression C instead of three (the same code paths in a third of the time);
+    the default feature cache (.cache/features) lands in the test's own folder."""
+    import emorec.fit.candidates as candidates
+
+    monkeypatch.setattr(candidates, "LOGREG_C", (0.1,))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """12 images per class: 80/10/10 gives every class a val and a test image."""
+    return make_images(tmp_path_factory.mktemp("fit") / "images", per_class=12)
+
+
+def leaderboard(output: Path) -> list[dict[str, str]]:
+    with open(output / "leaderboard.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_chooses_by_validation_and_reads_the_test_split_only_for_the_chosen_model(photos, tmp_path, monkeypatch):
+    import emorec.data.dataset as dataset
+    import emorec.data.imageio as imageio
+    import emorec.evaluation.evaluate as evaluate
+    from emorec.data.manifest import read_manifest
+    from emorec.run_model import load_run_model
+
+    reads, phase = [], {"test_pass": False}
+    real_load, real_evaluate = imageio.load_rgb, evaluate.evaluate_run
+
+    def spying_load(path, *args, **kwargs):
+        reads.append((str(path), phase["test_pass"]))
+        return real_load(path, *args, **kwargs)
+
+    def final_evaluation(*args, **kwargs):
+        phase["test_pass"] = True
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(imageio, "load_rgb", spying_load)
+    monkeypatch.setattr(dataset, "load_rgb", spying_load)
+    monkeypatch.setattr(evaluate, "evaluate_run", final_evaluation)
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg", "linear"), finetune=True, finetune_epochs=2, **TINY)
+
+    splits = {s.path: s.split for s in read_manifest(str(output / "splits.csv")).samples}
+    test_paths = {p for p, s in splits.items() if s == "test"}
+    assert test_paths and not {p for p, during_test in reads if not during_test} & test_paths, \
+        "no test image is decoded before the chosen model's test pass"
+    assert test_paths <= {p for p, during_test in reads if during_test}
+
+    rows = leaderboard(output)
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("extract") == 1 and kinds.count("logreg") == 2 and kinds.count("head") == 4
+    assert kinds.count("finetune") == 1 and {r["status"] for r in rows} == {"done"}
+    assert {(r["feature_levels"], r["pooling"]) for r in rows if r["kind"] == "logreg"} == {("last", "avg"),
+                                                                                            ("all", "meanstd")}
+    scored = [r for r in rows if r["kind"] != "extract"]
+    best = max(scored, key=lambda r: float(r["val_macro_f1"]))
+    assert result.best["candidate"] == best["candidate"]
+    assert float(result.best["val_macro_f1"]) == max(float(r["val_macro_f1"]) for r in scored)
+    finetune = next(r for r in rows if r["kind"] == "finetune")
+    assert finetune["candidate"].endswith("-lpft") and finetune["epochs"] == "2"
+
+    loaded = load_run_model(result.best_dir)  # a normal run directory
+    assert {s.split for s in read_manifest(str(result.best_dir / "manifest.csv")).samples} == {"train", "val", "test"}
+    assert (result.best_dir / "eval" / "test" / "metrics.json").is_file()
+    assert 0.0 <= result.test["macro_f1"] <= 1.0 and result.test["num_samples"] == len(test_paths)
+    assert set(result.test["per_class_f1"]) == set(loaded.label_map.names)
+    kept = sorted(p.parent.parent.name for p in (output / "candidates").glob("*/checkpoints/*.pt"))
+    assert len(set(kept)) <= 2, "only the leader (and the fine-tune's starting point) keep checkpoints"
+
+
+def test_an_interrupted_search_resumes_without_running_finished_candidates(photos, tmp_path, monkeypatch):
+    import emorec.fit.search as search
+
+    output = tmp_path / "search"
+    real = search.fit_logistic_regression
+    calls = []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
+    with pytest.raises(EmorecError, match="run the same emorec fit command"):
+        fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+    before = {r["candidate"]: r for r in leaderboard(output)}
+    assert sum(r["kind"] == "logreg" for r in before.values()) == 1
+
+    calls.clear()
+    monkeypatch.setattr(search, "fit_logistic_regression", real)
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+    after = {r["candidate"]: r for r in leaderboard(output)}
+    assert len([r for r in after.values() if r["kind"] == "logreg"]) == 2
+    assert all(after[k] == row for k, row in before.items()), "finished rows are kept as they were"
+    assert result.test is None and (result.best_dir / "checkpoints" / "best.pt").is_file()
+
+    def never(*args, **kwargs):
+        raise AssertionError("a finished candidate ran again")
+
+    monkeypatch.setattr(search, "fit_logistic_regression", never)
+    again = fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+    assert again.best["candidate"] == result.best["candidate"]
+
+
+def test_candidates_that_do_not_fit_the_budget_are_skipped_and_listed(photos, tmp_path, monkeypatch):
+    import emorec.fit.search as search
+
+    now = [0.0]
+    budget = Budget(100, clock=lambda: now[0])
+    real = search._Search._features
+
+    def features_then_time_runs_out(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        now[0] = 95.0  # 5 s left: less than any candidate is expected to take
+        return out
+
+    monkeypatch.setattr(search._Search, "_features", features_then_time_runs_out)
+    with pytest.raises(EmorecError, match="no candidate finished within the budget"):
+        fit(photos, tmp_path / "search", budget, BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+    rows = leaderboard(tmp_path / "search")
+    skipped = [r for r in rows if r["kind"] == "logreg"]
+    assert len(skipped) == 2 and all(r["status"] == "skipped" and "budget" in r["note"] for r in skipped)
+
+
+def test_a_budget_too_short_for_one_extraction_is_a_one_line_error(photos, tmp_path):
+    with pytest.raises(EmorecError, match="too short: extracting test_efficientnet"):
+        fit(photos, tmp_path / "search", "1s", BACKBONE, **TINY)
+
+
+@pytest.mark.parametrize("text, seconds", [("30m", 1800), ("1h", 3600), ("1h30m", 5400), ("90s", 90), ("1800", 1800)])
+def test_budgets_are_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5", "0", "30x"])
+def test_a_bad_budget_is_a_one_line_error(text):
+    with pytest.raises(EmorecError, match="budget"):
+        parse_duration(text)
+
+
+def test_the_probe_head_is_logistic_regression_with_the_scaler_folded_in(cache):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from emorec.training.sources import load_split
+
+    probe = fit_logistic_regression(cache, C=0.1)
+    train_x, train_y, _ = load_split(cache, "train", torch.device("cpu"))
+    x = train_x.flatten(0, 1).numpy().astype(np.float64)
+    y = np.repeat(train_y.numpy(), train_x.shape[1])
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(C=0.1, max_iter=1000, tol=1e-4, class_weight="balanced", random_state=0)
+    clf.fit(scaler.transform(x), y)
+    val_x = load_split(cache, "val", torch.device("cpu"))[0][:, 0].numpy().astype(np.float64)
+    logits = val_x @ probe.weight.T.astype(np.float64) + probe.bias
+    ours = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(ours / ours.sum(1, keepdims=True), clf.predict_proba(scaler.transform(val_x)),
+                               atol=1e-4)
+
+
+def test_cli_fit_prints_the_chosen_model(photos, tmp_path, capsys):
+    from emorec.cli import main
+
+    code = main(["fit", str(photos), "--backbone", "test_efficientnet", "--random-init",
+                 "--output", str(tmp_path / "o"),
+                 "--image-size", "32", "--views", "1", "--heads", "logreg", "--no-finetune", "--no-test",
+                 "--workers", "0", "--device", "cpu", "--budget", "10m"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "chosen           test_efficientnet-" in out and str(tmp_path / "o" / "best") in out
+    assert main(["fit", str(photos), "--budget", "soon", "--output", str(tmp_path / "p")]) == 2
