@@ -129,6 +129,9 @@ class EvalConfig:
     tta: bool = True
     tta_hflip: bool = True
     tta_crops: int = 0  # extra crops (corners + centre style) on top of original and flip
+    # views: original + tta_hflip + tta_crops zoomed crops; ten-crop: centre and corner crops of the
+    # resized image and their mirrors (FER's standard TTA; evaluation/tta.py)
+    tta_mode: Literal["views", "ten-crop"] = "views"
     batch_size: int = 64
 
 

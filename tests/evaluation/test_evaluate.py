@@ -47,6 +47,27 @@ def test_writes_report_metrics_and_pictures(fake_run, capsys):
     assert "![Confusion matrix](confusion_matrix.png)" in report and "## Findings" in report
 
 
+def test_ten_crop_from_the_command_line(fake_run, tmp_path):
+    out = tmp_path / "ten"
+    assert main(["evaluate", str(fake_run), "--tta", "ten-crop", "--output", str(out), "--device", "cpu",
+                 "--workers", "0"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["tta"]["mode"] == "ten-crop" and saved["tta"]["views"] == 10
+    # The single view of ten-crop is the eval crop: the same numbers as the default mode's.
+    evaluate_run(fake_run, tta=False, output=tmp_path / "plain", device="cpu", num_workers=0)
+
+    def column(folder, key):
+        with (folder / "predictions.csv").open() as f:
+            return [float(r[key]) for r in csv.DictReader(f)]
+
+    assert column(out, "confidence") == pytest.approx(column(tmp_path / "plain", "confidence"), abs=1e-5)
+    assert column(out, "confidence_tta") != pytest.approx(column(out, "confidence"), abs=1e-5)
+    assert "ten-crop" in (out / "report.md").read_text()
+    assert main(["evaluate", str(fake_run), "--no-tta", "--output", str(tmp_path / "none"), "--device", "cpu",
+                 "--workers", "0"]) == 0
+    assert json.loads((tmp_path / "none" / "metrics.json").read_text())["metrics_tta"] is None
+
+
 def test_without_tta_reports_one_column(fake_run, tmp_path):
     result = evaluate_run(fake_run, split="val", tta=False, output=tmp_path / "out", device="cpu", num_workers=0)
     assert result.metrics_tta is None

@@ -60,7 +60,7 @@ def test_tta_changes_probabilities_but_keeps_them_normalised(fake_run, tiny_data
 def test_onnx_model_predicts_like_pytorch(fake_run, tiny_dataset, tmp_path):
     [result] = export_run(fake_run, ("onnx",), tmp_path / "export")
     folder = _folder_with_a_corrupt_file(tiny_dataset)
-    for tta in (False, True):
+    for tta in (False, True, "ten-crop"):
         torch_preds, torch_failures = predict(fake_run, [folder], top_k=4, tta=tta)
         onnx_preds, onnx_failures = predict(result.path, [folder], top_k=4, tta=tta)
         assert len(onnx_failures) == len(torch_failures) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from emorec.data.views import TTA_MODES
 
 
 def register(sub) -> None:
@@ -14,8 +14,11 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `emorec train`")
     p.add_argument("--split", default="test", help="split of the run's manifest.csv to evaluate (default: test)")
     p.add_argument("--data", metavar="SOURCE", help="evaluate on all of another dataset (folder or CSV) instead; labels are matched by name")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="also report test-time augmentation (default: the run's eval.tta)")
+    p.add_argument("--tta", nargs="?", const=True, default=None, choices=TTA_MODES, metavar="MODE",
+                   help="also report test-time augmentation; MODE: views (flip and zoomed crops, the run's "
+                        "eval.tta_hflip / eval.tta_crops) or ten-crop (centre + corners and their mirrors); "
+                        "--tta alone uses the run's eval.tta_mode (default: the run's eval.tta)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="single view only")
     p.add_argument("--output", metavar="DIR", help="write here instead of RUN_DIR/eval/<name>/")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's eval.batch_size)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from emorec.data.views import TTA_MODES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("inputs", metavar="INPUT", nargs="+")
     p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
-    p.add_argument("--tta", action="store_true", help="average over flipped/cropped views (slower, usually a little better)")
+    p.add_argument("--tta", nargs="?", const=True, default=False, choices=TTA_MODES, metavar="MODE",
+                   help="average over views (slower, usually a little better); MODE: views (flip and zoomed "
+                        "crops) or ten-crop (centre + corners and their mirrors); --tta alone: the model's "
+                        "eval.tta_mode")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run_predict)
