@@ -27,6 +27,7 @@ from emorec.config import Config, save_config
 from emorec.errors import EmorecError
 from emorec.training import distributed as dist_utils
 from emorec.training.engine import EpochProgress, StepOptions, train_one_epoch
+from emorec.training.learning_curve import FILENAME as LEARNING_CURVE, plot_learning_curve
 from emorec.training.result import RunResult, TrainingInterrupted
 from emorec.training.run_dir import METRIC_COLUMNS, MetricsLog, check_new_run_dir, close_logging, setup_logging, write_json
 from emorec.training.run_state import RunState, assemble_checkpoint, refuse_changed_settings, run_finished
@@ -411,9 +412,11 @@ class _Run:
             "bad_steps": p.bad_steps,
             "images_per_s": samples / seconds if seconds > 0 else 0.0,
             "epoch_seconds": seconds,
+            "wall_time_s": self.state.wall_time(),  # the run's clock: the learning curve's x axis
         }
         if self.info.is_main:
             self.metrics.append(row)
+            plot_learning_curve(self.metrics.rows, self.run_dir / LEARNING_CURVE, title=self.run_dir.name)
             for key in METRIC_COLUMNS[1:]:
                 self.writer.add_scalar(key, row[key], epoch + 1)
             self.writer.flush()
