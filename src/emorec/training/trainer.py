@@ -28,6 +28,7 @@ from emorec.errors import EmorecError
 from emorec.training import distributed as dist_utils
 from emorec.training.engine import EpochProgress, StepOptions, train_one_epoch
 from emorec.training.learning_curve import FILENAME as LEARNING_CURVE, plot_learning_curve
+from emorec.training.optim import steps_per_epoch_only
 from emorec.training.result import RunResult, TrainingInterrupted
 from emorec.training.run_dir import METRIC_COLUMNS, MetricsLog, check_new_run_dir, close_logging, setup_logging, write_json
 from emorec.training.run_state import RunState, assemble_checkpoint, refuse_changed_settings, run_finished
@@ -270,7 +271,12 @@ class _Run:
             self.ema.module.load_state_dict(ckpt["ema"])
         self.state.restore(ckpt, self.info)
         done, epochs = self.state.start_epoch, self.cfg.train.epochs
-        if run_finished(ckpt) and epochs > done and not self.state.early.should_stop:
+        if steps_per_epoch_only(self.scheduler):
+            # Plateau has no length: an extended or resized run just continues from its state.
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["scheduler"]:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        elif run_finished(ckpt) and epochs > done and not self.state.early.should_stop:
             # An extension of a finished run: a new OneCycle over the new epochs, built after the
             # optimiser state so it warms up again from optim.lr instead of jumping from the
             # final rate to the peak.
@@ -359,7 +365,8 @@ class _Run:
                 self._set_backbone(epoch)
                 self.data.sampler.set_epoch(epoch, start=st.progress.batches * self.data.batch_size)
                 interrupted = train_one_epoch(
-                    self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
+                    self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer,
+                    None if steps_per_epoch_only(self.scheduler) else self.scheduler, self.device,
                     self.opts, st.loop, st.progress, self.data.total_batches, scaler=self.scaler, mixup=self.mixup,
                     ema=self.ema, stop_requested=lambda: stop.requested, on_step=lambda: self._periodic(epoch),
                     show_progress=info.is_main, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
@@ -414,6 +421,8 @@ class _Run:
             "epoch_seconds": seconds,
             "wall_time_s": self.state.wall_time(),  # the run's clock: the learning curve's x axis
         }
+        if steps_per_epoch_only(self.scheduler):  # plateau: after validation, before the checkpoint
+            self.scheduler.step(row[self.cfg.train.monitor])
         if self.info.is_main:
             self.metrics.append(row)
             plot_learning_curve(self.metrics.rows, self.run_dir / LEARNING_CURVE, title=self.run_dir.name)
