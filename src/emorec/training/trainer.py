@@ -2,7 +2,7 @@
 
 One loop serves both kinds of run. Full training reads images (`sources.image_data`); head-only
 training reads backbone features cached by `features/extract.py` (`sources.feature_data`) and
-trains only the attention + MLP head. Either way the run has the same engine step, OneCycle
+trains only the attention + MLP head. Either way the run has the same engine step, learning-rate
 schedule, early stopping, metrics, signals, checkpoints and exact resume.
 
 The order of work: device, checkpoint and config, data and splits, a check that the run folder
