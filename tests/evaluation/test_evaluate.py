@@ -48,24 +48,28 @@ def test_writes_report_metrics_and_pictures(fake_run, capsys):
 
 
 def test_ten_crop_from_the_command_line(fake_run, tmp_path):
+    from emorec.serving.predict import predict
+
     out = tmp_path / "ten"
     assert main(["evaluate", str(fake_run), "--tta", "ten-crop", "--output", str(out), "--device", "cpu",
                  "--workers", "0"]) == 0
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["tta"]["mode"] == "ten-crop" and saved["tta"]["views"] == 10
-    # The single view of ten-crop is the eval crop: the same numbers as the default mode's.
-    evaluate_run(fake_run, tta=False, output=tmp_path / "plain", device="cpu", num_workers=0)
-
-    def column(folder, key):
-        with (folder / "predictions.csv").open() as f:
-            return [float(r[key]) for r in csv.DictReader(f)]
-
-    assert column(out, "confidence") == pytest.approx(column(tmp_path / "plain", "confidence"), abs=1e-5)
-    assert column(out, "confidence_tta") != pytest.approx(column(out, "confidence"), abs=1e-5)
     assert "ten-crop" in (out / "report.md").read_text()
-    assert main(["evaluate", str(fake_run), "--no-tta", "--output", str(tmp_path / "none"), "--device", "cpu",
-                 "--workers", "0"]) == 0
-    assert json.loads((tmp_path / "none" / "metrics.json").read_text())["metrics_tta"] is None
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # The single view of ten-crop is the eval crop: the same probabilities as a plain prediction.
+    plain, _ = predict(fake_run, [r["path"] for r in rows], top_k=1, tta=False)
+    assert [float(r["confidence"]) for r in rows] == pytest.approx([p.top[0][1] for p in plain], abs=1e-5)
+    assert [float(r["confidence_tta"]) for r in rows] != pytest.approx([float(r["confidence"]) for r in rows], abs=1e-5)
+
+
+@pytest.mark.parametrize("argv, expected", [([], None), (["--tta"], True), (["--tta", "ten-crop"], "ten-crop"),
+                                            (["--tta", "views"], "views"), (["--no-tta"], False)])
+def test_the_tta_flag_takes_an_optional_mode(argv, expected):
+    from emorec.cli import build_parser
+
+    assert build_parser().parse_args(["evaluate", "RUN", *argv]).tta == expected
 
 
 def test_without_tta_reports_one_column(fake_run, tmp_path):

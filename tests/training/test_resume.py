@@ -76,10 +76,10 @@ def test_resume_with_a_changed_batch_accumulation_or_monitor_is_refused(data, tm
 # SGD + reduce-on-plateau with patience 0 and a large rate: the rate is cut whenever the metric stalls,
 # so the plateau's state (best, bad epochs, rates) must come back for the runs to match.
 PLATEAU = ("optim.name=sgd", "optim.schedule=plateau", "optim.lr=0.05", "optim.plateau_patience=0",
-           "optim.plateau_factor=0.5", "train.monitor=val_accuracy", "train.epochs=4", "train.limit_train_batches=3")
+           "optim.plateau_factor=0.5", "train.monitor=val_accuracy", "train.epochs=3", "train.limit_train_batches=3")
 
 
-def test_sgd_with_plateau_resumes_exactly(data, tmp_path, monkeypatch):
+def test_sgd_with_plateau_resumes_exactly_and_extends_at_its_last_rate(data, tmp_path, monkeypatch):
     whole = train(tiny_config(data, tmp_path, "whole", *PLATEAU))
     rates = [float(r["lr"]) for r in metric_rows(tmp_path / "whole")]
     assert rates[0] == pytest.approx(0.05) and min(rates) < 0.05, "the rate is cut at least once"
@@ -89,18 +89,14 @@ def test_sgd_with_plateau_resumes_exactly(data, tmp_path, monkeypatch):
             train(tiny_config(data, tmp_path, "split", *PLATEAU))
     resumed = train(load_config(tmp_path / "split" / "config.yaml"), resume=tmp_path / "split")
     assert_same_run(tmp_path / "whole", tmp_path / "split", whole.history, resumed.history)
-    ckpt = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["scheduler"]["mode"] == "max" and "num_bad_epochs" in ckpt["scheduler"]
+    before = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    assert before["scheduler"]["mode"] == "max" and "num_bad_epochs" in before["scheduler"]
 
-
-def test_extending_a_plateau_run_continues_at_its_last_rate(data, tmp_path):
-    train(tiny_config(data, tmp_path, "run", *PLATEAU, "train.epochs=2"))
-    before = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    train(load_config(tmp_path / "run" / "config.yaml", ["train.epochs=3"]), resume=tmp_path / "run")
-    rows = metric_rows(tmp_path / "run")
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    # no warm-up restart: epoch 3 runs at the rate the plateau had reached
-    assert float(rows[2]["lr"]) == pytest.approx(max(g["lr"] for g in before["optimizer"]["param_groups"]))
+    train(load_config(tmp_path / "split" / "config.yaml", ["train.epochs=4"]), resume=tmp_path / "split")
+    rows = metric_rows(tmp_path / "split")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    # no warm-up restart: epoch 4 runs at the rate the plateau had reached
+    assert float(rows[3]["lr"]) == pytest.approx(max(g["lr"] for g in before["optimizer"]["param_groups"]))
 
 
 def test_extending_a_finished_run_warms_up_a_new_schedule(data, tmp_path, monkeypatch):
