@@ -51,7 +51,7 @@ def test_ten_crop_from_the_command_line(fake_run, tmp_path):
     from emorec.serving.predict import predict
 
     out = tmp_path / "ten"
-    assert main(["evaluate", str(fake_run), "--tta", "ten-crop", "--output", str(out), "--device", "cpu",
+    assert main(["evaluate", str(fake_run), "--tta-mode", "ten-crop", "--output", str(out), "--device", "cpu",
                  "--workers", "0"]) == 0
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["tta"]["mode"] == "ten-crop" and saved["tta"]["views"] == 10
@@ -64,12 +64,25 @@ def test_ten_crop_from_the_command_line(fake_run, tmp_path):
     assert [float(r["confidence_tta"]) for r in rows] != pytest.approx([float(r["confidence"]) for r in rows], abs=1e-5)
 
 
-@pytest.mark.parametrize("argv, expected", [([], None), (["--tta"], True), (["--tta", "ten-crop"], "ten-crop"),
-                                            (["--tta", "views"], "views"), (["--no-tta"], False)])
-def test_the_tta_flag_takes_an_optional_mode(argv, expected):
-    from emorec.cli import build_parser
+@pytest.mark.parametrize("argv, expected", [([], None), (["--tta"], True), (["--no-tta"], False),
+                                            (["--tta-mode", "ten-crop"], "ten-crop"), (["--tta-mode", "views"], "views"),
+                                            (["--no-tta", "--tta-mode", "ten-crop"], False)])
+def test_tta_flags_reach_evaluate_run(monkeypatch, argv, expected):
+    import emorec.evaluation.evaluate as evaluate
 
-    assert build_parser().parse_args(["evaluate", "RUN", *argv]).tta == expected
+    class Reached(Exception):
+        pass
+
+    seen = {}
+
+    def fake_evaluate_run(*args, **kwargs):
+        seen.update(kwargs)
+        raise Reached
+
+    monkeypatch.setattr(evaluate, "evaluate_run", fake_evaluate_run)
+    with pytest.raises(Reached):
+        main(["evaluate", "RUN", *argv])
+    assert seen["tta"] == expected
 
 
 def test_without_tta_reports_one_column(fake_run, tmp_path):

@@ -17,10 +17,11 @@ def register(sub) -> None:
     p.add_argument("inputs", metavar="INPUT", nargs="+")
     p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
-    p.add_argument("--tta", nargs="?", const=True, default=False, choices=TTA_MODES, metavar="MODE",
-                   help="average over views (slower, usually a little better); MODE: views (flip and zoomed "
-                        "crops) or ten-crop (centre + corners and their mirrors); --tta alone: the model's "
-                        "eval.tta_mode")
+    p.add_argument("--tta", action="store_true",
+                   help="average over views (slower, usually a little better), in the model's eval.tta_mode")
+    p.add_argument("--tta-mode", choices=TTA_MODES,
+                   help="average over views in this mode (implies --tta): views (flip and zoomed crops) or "
+                        "ten-crop (centre + corners of the resized image and their mirrors)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run_predict)
@@ -55,7 +56,7 @@ def run_predict(args) -> int:
     width = min(60, max((len(str(p)) for p in paths), default=10))
     written = 0
     try:
-        for item in predict_paths(predictor, paths, args.top_k, args.tta, args.batch_size):
+        for item in predict_paths(predictor, paths, args.top_k, args.tta_mode or args.tta, args.batch_size):
             if isinstance(item, Failure):
                 failures.append(item)
                 continue
