@@ -51,11 +51,12 @@ def plot_learning_curve(rows: list[dict], path: str | Path, title: str = "") -> 
         ax.plot(minutes, [_number(r, key) for r in rows], style, markersize=3, label=label)
     accuracy = [_number(r, "val_accuracy") for r in rows]
     finite = [i for i, v in enumerate(accuracy) if math.isfinite(v)]
+    best_text = ""
     if finite:
         best = max(finite, key=lambda i: accuracy[i])
-        ax.annotate(f"{accuracy[best]:.3f} (epoch {rows[best].get('epoch', best + 1)}, {minutes[best]:.0f} min)",
-                    (minutes[best], accuracy[best]), textcoords="offset points", xytext=(0, 8), ha="center",
-                    fontsize=8)
+        ax.plot([minutes[best]], [accuracy[best]], "*", color="black", markersize=10)
+        best_text = (f": best val accuracy {accuracy[best]:.3f} (epoch {rows[best].get('epoch', best + 1)}, "
+                     f"{minutes[best]:.1f} min)")
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("validation score")
     ax.grid(alpha=0.3)
@@ -66,7 +67,7 @@ def plot_learning_curve(rows: list[dict], path: str | Path, title: str = "") -> 
         right.set_yscale("log")
         right.set_ylabel("learning rate", color="grey")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or "learning curve")
+    ax.set_title((title or "learning curve") + best_text, fontsize=10)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png")
