@@ -257,7 +257,7 @@ def test_every_shipped_config_loads_and_validates(path):
 
 
 def test_shipped_configs_are_found():
-    assert {p.name for p in SHIPPED_CONFIGS} >= {"baseline.yaml", "demo.yaml", "high_accuracy.yaml"}
+    assert {p.name for p in SHIPPED_CONFIGS} >= {"baseline.yaml", "demo.yaml", "faces.yaml", "high_accuracy.yaml"}
 
 
 def _leaf_fields(cls=Config, prefix=""):

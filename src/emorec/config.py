@@ -104,7 +104,14 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4  # base lr: OneCycle starts at max_lr / (max_lr / lr)
+    name: Literal["adamw", "sgd"] = "adamw"  # sgd: Nesterov momentum (training/optim.py)
+    momentum: float = 0.9  # SGD only
+    # onecycle: per optimiser step from lr up to max_lr and down; plateau: lr, times plateau_factor
+    # whenever train.monitor has not improved for plateau_patience epochs
+    schedule: Literal["onecycle", "plateau"] = "onecycle"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    lr: float = 3e-4  # base lr: OneCycle starts at max_lr / (max_lr / lr); plateau's starting lr
     max_lr: float = 1e-3
     weight_decay: float = 1e-4
     pct_start: float = 0.1
@@ -146,6 +153,9 @@ class EvalConfig:
     tta: bool = True
     tta_hflip: bool = True
     tta_crops: int = 0  # extra crops (corners + centre style) on top of original and flip
+    # views: original + tta_hflip + tta_crops zoomed crops; ten-crop: centre and corner crops of the
+    # resized image and their mirrors (FER's standard TTA; evaluation/tta.py)
+    tta_mode: Literal["views", "ten-crop"] = "views"
     batch_size: int = 64
 
 
@@ -201,8 +211,11 @@ RANGES: dict[str, str] = {
     "loss.alpha": "(0, 1]",  # the focal term's scale; 1 (what cross-entropy uses) leaves it unscaled
     "loss.label_smoothing": "[0, 1)",
     "loss.ce_weight": "[0, inf)",
+    "optim.momentum": "[0, 1)",
+    "optim.plateau_factor": "(0, 1)",  # 1 would never lower the rate
+    "optim.plateau_patience": "[0, inf)",
     "optim.lr": "(0, inf)",
-    "optim.max_lr": "(0, inf)",  # and >= optim.lr: OneCycle rises from lr to max_lr
+    "optim.max_lr": "(0, inf)",  # and >= optim.lr with OneCycle, which rises from lr to max_lr
     "optim.weight_decay": "[0, inf)",
     "optim.pct_start": "(0, 1)",  # OneCycle's warm-up share of the steps
     "optim.final_div_factor": "(0, inf)",
@@ -380,7 +393,7 @@ def _check_value(key: str, value: Any) -> None:
 def _check_pairs(cfg: Config) -> None:
     """The rules that tie two keys together."""
     data, model, optim = cfg.data, cfg.model, cfg.optim
-    if optim.max_lr < optim.lr:
+    if optim.schedule == "onecycle" and optim.max_lr < optim.lr:
         raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate OneCycle "
                           f"starts from, got {optim.max_lr}")
     if len(model.dropout) != len(model.hidden_dims):

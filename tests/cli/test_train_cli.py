@@ -79,3 +79,40 @@ def test_the_cli_asks_openmp_for_passive_waits_before_torch_loads():
             "assert 'torch' not in sys.modules; print(os.environ.get('OMP_WAIT_POLICY'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "PASSIVE", out.stderr[-2000:]
+
+TINY_MODEL = ("model.backbone=test_efficientnet", "model.weights=null", "data.image_size=32", "data.num_workers=0",
+              "train.epochs=1", "train.limit_train_batches=1")
+
+
+def _grey_faces(root, per_class=12):
+    """48 px mode-L images in class folders: what FER-2013 looks like to the demo."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, label in enumerate(("angry", "happy", "sad")):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(60 * c + rng.normal(80, 30, (48, 48)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, "L").save(root / label / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_demo_picks_the_face_recipe_for_small_grayscale_images(tmp_path, capsys):
+    faces = _grey_faces(tmp_path / "faces")
+    assert main(["demo", "--data", str(faces), "--set", *TINY_MODEL, f"train.output_dir={tmp_path}"]) == 0
+    err = capsys.readouterr().err
+    assert "demo recipe: faces.yaml: small grayscale images (median shorter side 48 px, 100% grayscale" in err
+    [run] = tmp_path.glob("demo-*")
+    from emorec.api import FACES_CONFIG
+    from emorec.config import load_config
+
+    saved, faces_cfg = load_config(run / "config.yaml"), load_config(FACES_CONFIG)
+    assert (saved.augment, saved.loss, saved.optim) == (faces_cfg.augment, faces_cfg.loss, faces_cfg.optim)
+    # the user's --set wins over the demo's caps (train.epochs=2)
+    assert saved.train.epochs == 1 and saved.train.limit_train_batches == 1
+
+
+def test_demo_keeps_the_photo_recipe_for_colour_images(data, tmp_path, capsys):
+    assert main(["demo", "--data", str(data), "--set", *TINY_MODEL, f"train.output_dir={tmp_path}"]) == 0
+    assert "demo recipe: demo.yaml: photos (median shorter side 40 px, 0% grayscale" in capsys.readouterr().err

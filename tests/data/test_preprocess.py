@@ -9,8 +9,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from emorec.errors import EmorecError
-from emorec.evaluation.tta import tta_views
-from emorec.data.preprocess import Preprocessing, tta_views_numpy
+from emorec.data.transforms import ten_crop_input_transform
+from emorec.evaluation.tta import ten_crop_views, tta_views
+from emorec.data.preprocess import Preprocessing, ten_crop_views_numpy, tta_views_numpy
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -56,3 +57,17 @@ def test_numpy_tta_views_match_the_torch_ones():
     assert len(ours) == len(theirs) == 5
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("width,height", [(48, 48), (97, 61)])
+def test_numpy_ten_crop_matches_the_torch_one(width, height):
+    transform = _eval_transform(48, T.InterpolationMode.BICUBIC)
+    pre = Preprocessing.from_transform(transform, MEAN, STD)
+    image = _photo(width, height)
+    whole = pre.ten_crop_input()(image)
+    np.testing.assert_allclose(whole, ten_crop_input_transform(transform)(image).numpy(), atol=1e-5)
+    ours = ten_crop_views_numpy(whole[None], pre.input_size)
+    theirs = ten_crop_views(torch.from_numpy(whole[None]), 48)
+    assert len(ours) == len(theirs) == 10
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b.numpy())

@@ -47,6 +47,44 @@ def test_writes_report_metrics_and_pictures(fake_run, capsys):
     assert "![Confusion matrix](confusion_matrix.png)" in report and "## Findings" in report
 
 
+def test_ten_crop_from_the_command_line(fake_run, tmp_path):
+    from emorec.serving.predict import predict
+
+    out = tmp_path / "ten"
+    assert main(["evaluate", str(fake_run), "--tta-mode", "ten-crop", "--output", str(out), "--device", "cpu",
+                 "--workers", "0"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["tta"]["mode"] == "ten-crop" and saved["tta"]["views"] == 10
+    assert "ten-crop" in (out / "report.md").read_text()
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # The single view of ten-crop is the eval crop: the same probabilities as a plain prediction.
+    plain, _ = predict(fake_run, [r["path"] for r in rows], top_k=1, tta=False)
+    assert [float(r["confidence"]) for r in rows] == pytest.approx([p.top[0][1] for p in plain], abs=1e-5)
+    assert [float(r["confidence_tta"]) for r in rows] != pytest.approx([float(r["confidence"]) for r in rows], abs=1e-5)
+
+
+@pytest.mark.parametrize("argv, expected", [([], None), (["--tta"], True), (["--no-tta"], False),
+                                            (["--tta-mode", "ten-crop"], "ten-crop"), (["--tta-mode", "views"], "views"),
+                                            (["--no-tta", "--tta-mode", "ten-crop"], False)])
+def test_tta_flags_reach_evaluate_run(monkeypatch, argv, expected):
+    import emorec.evaluation.evaluate as evaluate
+
+    class Reached(Exception):
+        pass
+
+    seen = {}
+
+    def fake_evaluate_run(*args, **kwargs):
+        seen.update(kwargs)
+        raise Reached
+
+    monkeypatch.setattr(evaluate, "evaluate_run", fake_evaluate_run)
+    with pytest.raises(Reached):
+        main(["evaluate", "RUN", *argv])
+    assert seen["tta"] == expected
+
+
 def test_without_tta_reports_one_column(fake_run, tmp_path):
     result = evaluate_run(fake_run, split="val", tta=False, output=tmp_path / "out", device="cpu", num_workers=0)
     assert result.metrics_tta is None

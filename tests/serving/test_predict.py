@@ -60,7 +60,7 @@ def test_tta_changes_probabilities_but_keeps_them_normalised(fake_run, tiny_data
 def test_onnx_model_predicts_like_pytorch(fake_run, tiny_dataset, tmp_path):
     [result] = export_run(fake_run, ("onnx",), tmp_path / "export")
     folder = _folder_with_a_corrupt_file(tiny_dataset)
-    for tta in (False, True):
+    for tta in (False, True, "ten-crop"):
         torch_preds, torch_failures = predict(fake_run, [folder], top_k=4, tta=tta)
         onnx_preds, onnx_failures = predict(result.path, [folder], top_k=4, tta=tta)
         assert len(onnx_failures) == len(torch_failures) == 1
@@ -84,3 +84,13 @@ def test_onnx_prediction_does_not_import_torch(fake_run, tiny_dataset, tmp_path)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_tta_mode_on_the_command_line_implies_tta(fake_run, tiny_dataset, tmp_path):
+    out = tmp_path / "ten.csv"
+    assert main(["predict", str(fake_run), str(tiny_dataset / "awe"), "--tta-mode", "ten-crop", "--top-k", "1",
+                 "--output", str(out), "--device", "cpu"]) == 0
+    with out.open() as f:
+        written = {r["path"]: float(r["probability_1"]) for r in csv.DictReader(f)}
+    ten, _ = predict(fake_run, [tiny_dataset / "awe"], top_k=1, tta="ten-crop")
+    assert written == pytest.approx({p.path: p.top[0][1] for p in ten}, abs=1e-5)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from emorec.config import load_config
 from emorec.errors import EmorecError
@@ -49,6 +50,11 @@ def test_a_run_writes_the_documented_run_directory(data, tmp_path):
     assert tuple(rows[0].keys()) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
     assert all(0.0 <= float(r["val_macro_f1"]) <= 1.0 and float(r["images_per_s"]) > 0 for r in rows)
     assert "epoch   2/2" in (run / "train.log").read_text()
+    wall = [float(r["wall_time_s"]) for r in rows]
+    assert 0 < wall[0] < wall[1] <= result.wall_time_s
+    with Image.open(run / "learning_curve.png") as picture:  # val scores against wall time, per epoch
+        picture.verify()
+        assert picture.format == "PNG" and min(picture.size) >= 300
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] == result.best_epoch in (1, 2)

@@ -133,3 +133,47 @@ def test_layer_decay_gives_each_backbone_stage_a_geometrically_smaller_rate(free
         assert group["lr_scale"] == pytest.approx(top * 0.5 ** (stages - 1 - stage))
         for row in curve:  # the whole OneCycle curve keeps the ratio
             assert row[i] == pytest.approx(row[head] * group["lr_scale"])
+
+# -- SGD and reduce-on-plateau (the tuned FER-2013 recipe) -------------------------------------
+
+
+def test_sgd_has_nesterov_momentum_and_the_same_groups():
+    cfg = tiny_config()
+    cfg.optim.name, cfg.optim.lr, cfg.optim.momentum = "sgd", 0.01, 0.9
+    model = build_model(cfg.model, 3)
+    optimizer = build_optimizer(model, cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(g["nesterov"] and g["momentum"] == 0.9 and g["lr"] == 0.01 for g in optimizer.param_groups)
+    assert {g["name"]: g["weight_decay"] for g in optimizer.param_groups} == {
+        "backbone": cfg.optim.weight_decay, "backbone_no_decay": 0.0, "head": cfg.optim.weight_decay,
+        "head_no_decay": 0.0}
+
+
+@pytest.mark.parametrize("monitor, values", [
+    ("val_accuracy", (0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)),  # higher is better
+    ("val_loss", (0.9, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7)),  # lower is better
+])
+def test_plateau_cuts_the_rate_after_patience_epochs_without_improvement(monitor, values):
+    from emorec.training.optim import steps_per_epoch_only
+
+    cfg = tiny_config()
+    cfg.optim.schedule, cfg.optim.lr, cfg.optim.plateau_factor, cfg.optim.plateau_patience = "plateau", 0.01, 0.5, 2
+    cfg.train.monitor = monitor
+    optimizer = build_optimizer(build_model(cfg.model, 3), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    assert steps_per_epoch_only(scheduler)
+    rates = []
+    # improves for 3 epochs, then stalls: the rate holds for `patience` stalled epochs, then halves
+    for value in values:
+        scheduler.step(value)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.01] * 5 + [0.005] * 3 + [0.0025])
+
+
+def test_plateau_starts_at_lr_whatever_max_lr_says():
+    from emorec.config import load_config
+
+    cfg = load_config(None, ["optim.schedule=plateau", "optim.name=sgd", "optim.lr=0.01"])  # max_lr 1e-3 < lr
+    assert cfg.optim.lr == 0.01
+    with pytest.raises(EmorecError, match="optim.max_lr"):
+        load_config(None, ["optim.lr=0.01"])  # OneCycle would fall from lr to a lower "peak"

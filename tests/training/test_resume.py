@@ -81,13 +81,40 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_resume_ends_with_the_uninterru
     assert_same_run(tmp_path / "whole", tmp_path / "stopped", whole.history, resumed.history)
 
 
-@pytest.mark.parametrize("override", ["data.batch_size=4", "optim.accumulation_steps=1", "train.monitor=val_loss"])
+@pytest.mark.parametrize("override", ["data.batch_size=4", "optim.accumulation_steps=1", "train.monitor=val_loss",
+                                      "optim.name=sgd", "optim.schedule=plateau"])
 def test_resume_with_a_changed_batch_accumulation_or_monitor_is_refused(data, tmp_path, override):
     train(tiny_config(data, tmp_path, "run", "train.epochs=1", "train.limit_train_batches=2"))
     key = override.split("=")[0]
     cfg = load_config(tmp_path / "run" / "config.yaml", [override, "train.epochs=2"])
     with pytest.raises(EmorecError, match=f"{key} was .* a resumed run keeps it"):
         train(cfg, resume=tmp_path / "run")
+
+
+# SGD + reduce-on-plateau with patience 0 and a large rate: the rate is cut whenever the metric stalls,
+# so the plateau's state (best, bad epochs, rates) must come back for the runs to match.
+PLATEAU = ("optim.name=sgd", "optim.schedule=plateau", "optim.lr=0.05", "optim.plateau_patience=0",
+           "optim.plateau_factor=0.5", "train.monitor=val_accuracy", "train.epochs=3", "train.limit_train_batches=3")
+
+
+def test_sgd_with_plateau_resumes_exactly_and_extends_at_its_last_rate(data, tmp_path, monkeypatch):
+    whole = train(tiny_config(data, tmp_path, "whole", *PLATEAU))
+    rates = [float(r["lr"]) for r in metric_rows(tmp_path / "whole")]
+    assert rates[0] == pytest.approx(0.05) and min(rates) < 0.05, "the rate is cut at least once"
+    with monkeypatch.context() as m:
+        crash_in_epoch(m, 3)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(tiny_config(data, tmp_path, "split", *PLATEAU))
+    resumed = train(load_config(tmp_path / "split" / "config.yaml"), resume=tmp_path / "split")
+    assert_same_run(tmp_path / "whole", tmp_path / "split", whole.history, resumed.history)
+    before = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    assert before["scheduler"]["mode"] == "max" and "num_bad_epochs" in before["scheduler"]
+
+    train(load_config(tmp_path / "split" / "config.yaml", ["train.epochs=4"]), resume=tmp_path / "split")
+    rows = metric_rows(tmp_path / "split")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    # no warm-up restart: epoch 4 runs at the rate the plateau had reached
+    assert float(rows[3]["lr"]) == pytest.approx(max(g["lr"] for g in before["optimizer"]["param_groups"]))
 
 
 def test_extending_a_finished_run_warms_up_a_new_schedule(data, tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emorec.data.views import TTA_MODES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", help="split of the run's manifest.csv to evaluate (default: test)")
     p.add_argument("--data", metavar="SOURCE", help="evaluate on all of another dataset (folder or CSV) instead; labels are matched by name")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="also report test-time augmentation (default: the run's eval.tta)")
+                   help="also report test-time augmentation, in the run's eval.tta_mode (default: the run's eval.tta)")
+    p.add_argument("--tta-mode", choices=TTA_MODES,
+                   help="also report TTA in this mode: views (the run's flip and zoomed crops) or ten-crop "
+                        "(centre + 4 corner crops of the resized image and their mirrors)")
     p.add_argument("--output", metavar="DIR", help="write here instead of RUN_DIR/eval/<name>/")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the run's eval.batch_size)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
@@ -42,7 +47,8 @@ def run_evaluate(args) -> int:
     from emorec.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(
-        args.run_dir, split=args.split, data=args.data, tta=args.tta, output=args.output,
+        args.run_dir, split=args.split, data=args.data,
+        tta=args.tta_mode if args.tta_mode and args.tta is not False else args.tta, output=args.output,
         device=args.device, batch_size=args.batch_size, num_workers=args.workers,
         faces=args.detector if args.faces else None,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from emorec.data.views import TTA_MODES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,7 +17,11 @@ def register(sub) -> None:
     p.add_argument("inputs", metavar="INPUT", nargs="+")
     p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
-    p.add_argument("--tta", action="store_true", help="average over flipped/cropped views (slower, usually a little better)")
+    p.add_argument("--tta", action="store_true",
+                   help="average over views (slower, usually a little better), in the model's eval.tta_mode")
+    p.add_argument("--tta-mode", choices=TTA_MODES,
+                   help="average over views in this mode (implies --tta): views (flip and zoomed crops) or "
+                        "ten-crop (centre + corners of the resized image and their mirrors)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
     p.add_argument("--faces", action="store_true",
@@ -62,7 +68,7 @@ def run_predict(args) -> int:
     width = min(60, max((len(str(p)) for p in paths), default=10))
     written = 0
     try:
-        for item in predict_paths(predictor, paths, args.top_k, args.tta, args.batch_size):
+        for item in predict_paths(predictor, paths, args.top_k, args.tta_mode or args.tta, args.batch_size):
             if isinstance(item, Failure):
                 failures.append(item)
                 continue

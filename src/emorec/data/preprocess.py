@@ -9,12 +9,12 @@ pixels as the PyTorch path.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
 
-from emorec.data.views import crop_box
+from emorec.data.views import crop_box, ten_crop_boxes
 from emorec.errors import EmorecError
 
 PIL_FILTERS = {
@@ -64,6 +64,12 @@ class Preprocessing:
             )
         return cls(resize=resize, crop=crop, interpolation=interpolation, mean=list(map(float, mean)), std=list(map(float, std)))
 
+    def ten_crop_input(self) -> "Preprocessing":
+        """The same resize with a centre square as large as the resized image's shorter side (for
+        a [short side] resize: `resize` px), from which `ten_crop_views_numpy` cuts the views."""
+        full = min(self.resize)
+        return replace(self, crop=[full, full])
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after Resize, with torchvision's rounding."""
         if len(self.resize) == 2:
@@ -110,3 +116,10 @@ def tta_views_numpy(batch: np.ndarray, hflip: bool = True, crops: int = 0) -> li
         patch = batch[:, :, top : top + side, left : left + side]
         views.append(np.stack([_resize_bilinear(np.ascontiguousarray(img), height, width) for img in patch]).astype(np.float32))
     return views
+
+
+def ten_crop_views_numpy(batch: np.ndarray, side: int) -> list[np.ndarray]:
+    """numpy twin of `evaluation.tta.ten_crop_views`: (B, C, F, F) -> ten (B, C, side, side) views."""
+    crops = [np.ascontiguousarray(batch[:, :, top : top + side, left : left + side])
+             for top, left in ten_crop_boxes(batch.shape[-1], side)]
+    return crops + [np.ascontiguousarray(c[..., ::-1]) for c in crops]

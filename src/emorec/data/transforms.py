@@ -63,3 +63,17 @@ def build_eval_transform(cfg: Config, mean: Sequence[float], std: Sequence[float
         T.ToTensor(),
         T.Normalize(list(mean), list(std)),
     ])
+
+
+def ten_crop_input_transform(eval_transform: T.Compose) -> T.Compose:
+    """`eval_transform` with its centre crop widened to the whole resized square: the input from
+    which `evaluation.tta.ten_crop_views` cuts its ten views (the numpy twin is
+    `Preprocessing.ten_crop_input`)."""
+    steps, full = [], None
+    for step in eval_transform.transforms:
+        if isinstance(step, T.Resize):
+            full = min([step.size] if isinstance(step.size, int) else step.size)
+        elif isinstance(step, T.CenterCrop) and full is not None:
+            step = T.CenterCrop(full)
+        steps.append(step)
+    return T.Compose(steps)

@@ -120,7 +120,7 @@ def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
     data: str | None = None,
-    tta: bool | None = None,
+    tta: bool | str | None = None,
     output: str | Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
@@ -129,8 +129,9 @@ def evaluate_run(
 ) -> EvalResult:
     """Evaluate the best checkpoint of `run_dir`; write metrics.json, report.md and PNGs.
 
-    `tta=None` follows the run's `eval.tta`; with TTA on, results with and without it are both
-    reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/. With `faces` (a
+    `tta=None` follows the run's `eval.tta` and `eval.tta_mode`, True turns TTA on in the run's
+    mode, a mode name ("views", "ten-crop") picks one; with TTA on, results with and without it are
+    both reported. Output goes to `output` or RUN_DIR/eval/<split or dataset name>/. With `faces` (a
     detector name, e.g. "mtcnn") each photo is classified by its largest face's crop; photos
     without a face are counted as skipped.
     """
@@ -139,7 +140,9 @@ def evaluate_run(
     from emorec.data.dataset import ManifestDataset, collate_indexed
     from emorec.data.preprocess import Preprocessing
     from emorec.devices import resolve_device
-    from emorec.evaluation.tta import logits_and_tta_probabilities
+    from emorec.data.transforms import ten_crop_input_transform
+    from emorec.data.views import TEN_CROP
+    from emorec.evaluation.tta import logits_and_tta_probabilities, num_views, resolve_tta
     from emorec.inference import run_batches
     from emorec.models.classifier import parameter_summary
     from emorec.run_model import load_run_model
@@ -148,21 +151,24 @@ def evaluate_run(
     device = resolve_device(device)
     loaded = load_run_model(run_dir, device)
     cfg, names = loaded.cfg, list(loaded.label_map.names)
-    use_tta = cfg.eval.tta if tta is None else tta
+    mode = resolve_tta(tta, cfg.eval)
+    use_tta = mode is not None
     samples, name, description = _select_samples(run_dir, split, data, names)
     if not samples:
         raise EmorecError(f"no images to evaluate in {description}; check the split or --data source")
     output_dir = Path(output) if output else run_dir / "eval" / name
 
-    decode_size = max(Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std).resize)
+    preprocessing = Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
+    decode_size, crop_size = max(preprocessing.resize), preprocessing.input_size
+    # Ten-crop cuts its views from the whole resized image, so the loader stops before the crop.
+    transform = ten_crop_input_transform(loaded.transform) if mode == TEN_CROP else loaded.transform
     if faces:
         from emorec.faces.dataset import FaceCropDataset
 
-        dataset = FaceCropDataset(samples, loaded.label_map, loaded.transform, faces)
+        dataset = FaceCropDataset(samples, loaded.label_map, transform, faces)
         description += f", largest face of each photo ({faces} detector; photos without a face are skipped)"
     else:
-        dataset = ManifestDataset(samples, loaded.label_map, loaded.transform, min_size=decode_size,
-                                  return_index=True)
+        dataset = ManifestDataset(samples, loaded.label_map, transform, min_size=decode_size, return_index=True)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = DataLoader(
         dataset, batch_size=batch_size or cfg.eval.batch_size, shuffle=False, num_workers=workers,
@@ -172,7 +178,7 @@ def evaluate_run(
 
     def forward(images):
         if use_tta:
-            return logits_and_tta_probabilities(model, images, cfg.eval)
+            return logits_and_tta_probabilities(model, images, cfg.eval, mode, crop_size)
         return model(images).float(), None
 
     all_logits, all_tta, all_targets, all_indices = [], [], [], []
@@ -242,8 +248,8 @@ def evaluate_run(
             "checkpoint_epoch": loaded.epoch,
         },
         "training": _training_summary(run_dir),
-        "tta": {"enabled": bool(use_tta), "hflip": cfg.eval.tta_hflip, "crops": cfg.eval.tta_crops,
-                "views": 1 + int(cfg.eval.tta_hflip) + cfg.eval.tta_crops},
+        "tta": {"enabled": bool(use_tta), "mode": mode or cfg.eval.tta_mode, "hflip": cfg.eval.tta_hflip,
+                "crops": cfg.eval.tta_crops, "views": num_views(cfg.eval, mode)},
         "metrics": metrics,
         "metrics_tta": metrics_tta,
         "findings": findings(metrics, metrics_tta),

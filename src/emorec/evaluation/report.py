@@ -110,7 +110,9 @@ def render_markdown(results: dict) -> str:
         row = [title, m[key]] + ([t[key]] if t else [])
         rows.append(row)
     lines += _table(header, rows)
-    if t:
+    if t and results["tta"].get("mode") == "ten-crop":
+        lines += ["", "TTA views: ten-crop (centre and four corner crops of the resized image, and their mirrors)."]
+    elif t:
         crops = results["tta"]["crops"]
         lines += ["", "TTA views: original" + (", horizontal flip" if results["tta"]["hflip"] else "")
                   + (f", {crops} zoomed crop{'s' if crops > 1 else ''}" if crops else "") + "."]

@@ -65,7 +65,7 @@ def export_metadata(loaded, preprocessing: Preprocessing) -> dict:
         "format_version": 1,
         "labels": list(loaded.label_map.names),
         "preprocessing": preprocessing.to_dict(),
-        "tta": {"hflip": cfg.eval.tta_hflip, "crops": cfg.eval.tta_crops},
+        "tta": {"hflip": cfg.eval.tta_hflip, "crops": cfg.eval.tta_crops, "mode": cfg.eval.tta_mode},
         "model": {"backbone": cfg.model.backbone, "image_size": cfg.data.image_size},
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "meaning": "logits; apply softmax for probabilities"},

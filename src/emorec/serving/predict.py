@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emorec.data.views import TEN_CROP, TTA_MODES
 from emorec.errors import EmorecError
 from emorec.evaluation.metrics import softmax
 
@@ -85,21 +86,29 @@ class TorchPredictor:
         self.device = resolve_device(device)
         self.loaded = load_run_model(path, self.device)
         self.labels = list(self.loaded.label_map.names)
+        preprocessing = preprocessing_of(self.loaded)
         # JPEGs may be decoded at reduced scale (draft mode), but never below the Resize target.
-        self.min_size = max(preprocessing_of(self.loaded).resize)
+        self.min_size = max(preprocessing.resize)
+        self.crop_size = preprocessing.input_size
 
-    def probabilities(self, images: list, tta: bool) -> np.ndarray:
+    def probabilities(self, images: list, tta: bool | str) -> np.ndarray:
+        """(N, K) probabilities; `tta`: False, True (the run's eval.tta_mode) or a mode name."""
         import torch
 
-        from emorec.evaluation.tta import tta_probabilities
+        from emorec.data.transforms import ten_crop_input_transform
+        from emorec.evaluation.tta import resolve_tta, tta_probabilities
         from emorec.inference import infer
 
         model, eval_cfg = self.loaded.model, self.loaded.cfg.eval
+        mode = resolve_tta(tta, eval_cfg)
+        transform = ten_crop_input_transform(self.loaded.transform) if mode == TEN_CROP else self.loaded.transform
 
         def forward(batch):
-            return tta_probabilities(model, batch, eval_cfg) if tta else torch.softmax(model(batch).float(), dim=1)
+            if mode is None:
+                return torch.softmax(model(batch).float(), dim=1)
+            return tta_probabilities(model, batch, eval_cfg, mode, self.crop_size)
 
-        batch = torch.stack([self.loaded.transform(im) for im in images])
+        batch = torch.stack([transform(im) for im in images])
         return infer(forward, batch, self.device).cpu().numpy()
 
     def predict_images(self, images: list, tta: bool = False) -> np.ndarray:
@@ -116,13 +125,23 @@ class OnnxPredictor:
         self.model = OnnxClassifier(path)
         self.labels = self.model.labels
         self.min_size = max(self.model.preprocessing.resize)
-        self.tta = self.model.metadata.get("tta", {"hflip": True, "crops": 0})
+        # exports before ten-crop existed carry no mode: theirs was "views"
+        self.tta = {"hflip": True, "crops": 0, "mode": "views", **self.model.metadata.get("tta", {})}
 
-    def probabilities(self, images: list, tta: bool) -> np.ndarray:
-        from emorec.data.preprocess import tta_views_numpy
+    def probabilities(self, images: list, tta: bool | str) -> np.ndarray:
+        """(N, K) probabilities; `tta`: False, True (the exported eval.tta_mode) or a mode name."""
+        from emorec.data.preprocess import ten_crop_views_numpy, tta_views_numpy
 
-        batch = np.stack([self.model.preprocessing(im) for im in images])
-        views = tta_views_numpy(batch, hflip=self.tta["hflip"], crops=self.tta["crops"]) if tta else [batch]
+        mode = self.tta["mode"] if tta is True else (tta or None)
+        if mode not in (None, *TTA_MODES):
+            raise EmorecError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
+        preprocessing = self.model.preprocessing
+        if mode == TEN_CROP:
+            batch = np.stack([preprocessing.ten_crop_input()(im) for im in images])
+            views = ten_crop_views_numpy(batch, preprocessing.input_size)
+        else:
+            batch = np.stack([preprocessing(im) for im in images])
+            views = tta_views_numpy(batch, hflip=self.tta["hflip"], crops=self.tta["crops"]) if mode else [batch]
         return np.mean([softmax(self.model.logits(v).astype(np.float64)) for v in views], axis=0)
 
     def predict_images(self, images: list, tta: bool = False) -> np.ndarray:
@@ -149,7 +168,7 @@ def _load(path: Path, min_size: int):
         return Failure(str(path), f"{type(e).__name__}: {e}")
 
 
-def predict_paths(predictor, paths: list[Path], top_k: int = 3, tta: bool = False, batch_size: int = 32) -> Iterator[Prediction | Failure]:
+def predict_paths(predictor, paths: list[Path], top_k: int = 3, tta: bool | str = False, batch_size: int = 32) -> Iterator[Prediction | Failure]:
     """Yield one Prediction or Failure per path, in input order, batch by batch."""
     top_k = max(1, min(top_k, len(predictor.labels)))
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
@@ -212,7 +231,7 @@ def format_prediction(prediction: Prediction, width: int) -> str:
     return f"{prediction.path:<{width}}  {guesses}"
 
 
-def predict(model: str | Path, inputs: Iterable[str | Path], top_k: int = 3, tta: bool = False, batch_size: int = 32, device: str = "cpu") -> tuple[list[Prediction], list[Failure]]:
+def predict(model: str | Path, inputs: Iterable[str | Path], top_k: int = 3, tta: bool | str = False, batch_size: int = 32, device: str = "cpu") -> tuple[list[Prediction], list[Failure]]:
     """Library entry point: all predictions and failures for `inputs` as two lists."""
     paths, failures = collect_inputs(inputs)
     predictor = open_predictor(model, device)

@@ -1,4 +1,5 @@
-"""AdamW with parameter groups, and the OneCycle learning-rate schedule.
+"""The optimiser (AdamW or SGD with Nesterov momentum) with parameter groups, and the learning-rate
+schedule (OneCycle, or reduce-on-plateau).
 
 Groups: backbone and head parameters are kept apart so the backbone can learn more slowly
 (discriminative learning rates, Howard & Ruder 2018), and within each, weight decay applies only
@@ -22,6 +23,13 @@ discriminative rates): the backbone is split into its stages by timm's own `grou
 `backbone scale * layer_decay ** (L - 1 - i)`: the top stage at the backbone's rate, each one
 below at `layer_decay` times the rate above it. Early stages hold generic features (edges,
 colour, texture) that small data should move least.
+
+`optim.name: sgd` is SGD with Nesterov momentum (`optim.momentum`), the optimiser of the tuned
+FER-2013 VGG recipe (Khaireddin & Chen 2021, "Facial Emotion Recognition: State of the Art
+Performance on FER2013"), whose schedule is `optim.schedule: plateau`: ReduceLROnPlateau on the
+validation metric `train.monitor`, starting at `optim.lr` and multiplied by `optim.plateau_factor`
+after `optim.plateau_patience` epochs without improvement. Plateau steps once per epoch, after
+validation (`steps_per_epoch_only`), OneCycle once per optimiser step.
 """
 
 from __future__ import annotations
@@ -102,9 +110,9 @@ def backbone_lr_scale(cfg) -> float:
     return model.backbone_lr_scale if model.freeze_backbone_epochs > 0 or model.init_from else 1.0
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model, ...)` from `Config.optim` and `Config.model`; each group
-    starts at `optim.lr * lr_scale` (the scheduler then drives it)."""
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW or SGD (`optim.name`) over `param_groups(model, ...)` from `Config.optim` and
+    `Config.model`; each group starts at `optim.lr * lr_scale` (the scheduler then drives it)."""
     optim = cfg.optim
     if optim.lr <= 0 or optim.weight_decay < 0:
         raise EmorecError(f"optim.lr={optim.lr}, optim.weight_decay={optim.weight_decay}: the learning rate must be "
@@ -120,12 +128,31 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     # fused: one kernel for all parameters instead of a loop over them (8 ms of a ~60 ms
     # head-only step on 2 CPU cores); needs every parameter on one CPU or CUDA device.
     devices = {p.device.type for g in groups for p in g["params"]}
-    return torch.optim.AdamW(groups, lr=optim.lr, fused=devices <= {"cpu"} or devices == {"cuda"})
+    fused = devices <= {"cpu"} or devices == {"cuda"}
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0,
+                               fused=fused)
+    return torch.optim.AdamW(groups, lr=optim.lr, fused=fused)
+
+
+def steps_per_epoch_only(scheduler) -> bool:
+    """True for a schedule stepped once per epoch with the validation metric (plateau), False for
+    one stepped after every optimiser step (OneCycle)."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def build_plateau(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """ReduceLROnPlateau on `train.monitor` (higher is better except for val_loss)."""
+    optim = cfg.optim
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if cfg.train.monitor == "val_loss" else "max", factor=optim.plateau_factor,
+        patience=optim.plateau_patience)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
-                    epochs: int | None = None) -> torch.optim.lr_scheduler.OneCycleLR:
-    """OneCycle over `epochs * steps_per_epoch` optimiser steps (`epochs` defaults to
+                    epochs: int | None = None) -> torch.optim.lr_scheduler.LRScheduler:
+    """`build_plateau` for `optim.schedule: plateau` (it has no length: the other arguments do not
+    apply), else OneCycle over `epochs * steps_per_epoch` optimiser steps (`epochs` defaults to
     `train.epochs`; an extended run schedules only its new epochs), stepped once per optimiser
     step. `steps_per_epoch` counts optimiser steps, i.e. batches divided by
     `optim.accumulation_steps`, rounded up (the trainer passes exactly that).
@@ -133,6 +160,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
     OneCycle divides by the length of its warm-up, so a warm-up of under 2 steps (a run of a
     few steps) is lengthened to 2, and the log says so."""
     optim = cfg.optim
+    if optim.schedule == "plateau":
+        return build_plateau(optimizer, cfg)
     if optim.max_lr < optim.lr:
         raise EmorecError(f"optim.max_lr={optim.max_lr} is below optim.lr={optim.lr}; the peak must be >= the "
                           "starting rate")

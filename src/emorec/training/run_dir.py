@@ -17,7 +17,7 @@ from typing import Any
 from emorec.errors import EmorecError
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
-                  "skipped_images", "bad_steps", "images_per_s", "epoch_seconds")
+                  "skipped_images", "bad_steps", "images_per_s", "epoch_seconds", "wall_time_s")
 LOGGER_NAME = "emorec"
 
 

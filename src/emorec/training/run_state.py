@@ -21,7 +21,8 @@ from emorec.training.seeding import capture_rng_state, restore_rng_state
 
 # Settings a resumed run must keep: they fix the data order, the number of optimiser steps per
 # epoch (so the position of the schedule) and what "best" means for early stopping and best.pt.
-FIXED_ON_RESUME = ("data.batch_size", "optim.accumulation_steps", "train.monitor", "train.head_only")
+FIXED_ON_RESUME = ("data.batch_size", "optim.accumulation_steps", "train.monitor", "train.head_only",
+                   "optim.name", "optim.schedule")  # the saved optimiser and schedule states are of these kinds
 
 
 def _lookup(values: dict[str, Any], dotted: str) -> Any:

@@ -2,7 +2,7 @@
 
 One loop serves both kinds of run. Full training reads images (`sources.image_data`); head-only
 training reads backbone features cached by `features/extract.py` (`sources.feature_data`) and
-trains only the attention + MLP head. Either way the run has the same engine step, OneCycle
+trains only the attention + MLP head. Either way the run has the same engine step, learning-rate
 schedule, early stopping, metrics, signals, checkpoints and exact resume.
 
 The order of work: device, checkpoint and config, data and splits, a check that the run folder
@@ -29,6 +29,8 @@ from emorec.config import Config, save_config
 from emorec.errors import EmorecError
 from emorec.training import distributed as dist_utils
 from emorec.training.engine import EpochProgress, StepOptions, train_one_epoch
+from emorec.training.learning_curve import FILENAME as LEARNING_CURVE, plot_learning_curve
+from emorec.training.optim import steps_per_epoch_only
 from emorec.training.result import RunResult, TrainingInterrupted
 from emorec.training.run_dir import METRIC_COLUMNS, MetricsLog, check_new_run_dir, close_logging, setup_logging, write_json
 from emorec.training.run_state import RunState, assemble_checkpoint, refuse_changed_settings, run_finished
@@ -299,7 +301,12 @@ class _Run:
             self.ema.module.load_state_dict(ckpt["ema"])
         self.state.restore(ckpt, self.info)
         done, epochs = self.state.start_epoch, self.cfg.train.epochs
-        if run_finished(ckpt) and epochs > done and not self.state.early.should_stop:
+        if steps_per_epoch_only(self.scheduler):
+            # Plateau has no length: an extended or resized run just continues from its state.
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["scheduler"]:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        elif run_finished(ckpt) and epochs > done and not self.state.early.should_stop:
             # An extension of a finished run: a new OneCycle over the new epochs, built after the
             # optimiser state so it warms up again from optim.lr instead of jumping from the
             # final rate to the peak.
@@ -390,7 +397,8 @@ class _Run:
                 self._set_backbone(epoch)
                 self.data.sampler.set_epoch(epoch, start=st.progress.batches * self.data.batch_size)
                 interrupted = train_one_epoch(
-                    self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
+                    self.ddp_model, self.data.train_loader, self.loss_fn, self.optimizer,
+                    None if steps_per_epoch_only(self.scheduler) else self.scheduler, self.device,
                     self.opts, st.loop, st.progress, self.data.total_batches, scaler=self.scaler, mixup=self.mixup,
                     ema=self.ema, stop_requested=lambda: stop.requested or self._out_of_time(),
                     on_step=lambda: self._periodic(epoch),
@@ -459,9 +467,13 @@ class _Run:
             "bad_steps": p.bad_steps,
             "images_per_s": samples / seconds if seconds > 0 else 0.0,
             "epoch_seconds": seconds,
+            "wall_time_s": self.state.wall_time(),  # the run's clock: the learning curve's x axis
         }
+        if steps_per_epoch_only(self.scheduler):  # plateau: after validation, before the checkpoint
+            self.scheduler.step(row[self.cfg.train.monitor])
         if self.info.is_main:
             self.metrics.append(row)
+            plot_learning_curve(self.metrics.rows, self.run_dir / LEARNING_CURVE, title=self.run_dir.name)
             for key in METRIC_COLUMNS[1:]:
                 self.writer.add_scalar(key, row[key], epoch + 1)
             self.writer.flush()
