@@ -8,7 +8,6 @@ gets a row, labelled `no_face`, so no input disappears from the output silently.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from PIL import Image
 from emorec.errors import EmorecError
 from emorec.faces.crop import crop_face
 from emorec.faces.detect import FaceDetector
-from emorec.serving.predict import Failure
+from emorec.serving.predict import Failure, PredictionWriter
 
 NO_FACE = "no_face"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
@@ -92,24 +91,10 @@ def face_rows(photo: PhotoFaces) -> list[dict]:
             for i, face in enumerate(photo.faces, start=1)]
 
 
-class FacePredictionWriter:
+class FacePredictionWriter(PredictionWriter):
     """CSV (path, face, x1, y1, x2, y2, det_score, label_1, probability_1, ...) or JSON Lines."""
 
-    def __init__(self, path: str | Path, top_k: int):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".csv", ".jsonl"):
-            raise EmorecError(f"output {self.path} must end in .csv or .jsonl")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("w", newline="")
-        self.jsonl = suffix == ".jsonl"
-        if not self.jsonl:
-            self.csv = csv.writer(self.file)
-            header = ["path", "face", *BOX_COLUMNS, "det_score"]
-            for i in range(1, top_k + 1):
-                header += [f"label_{i}", f"probability_{i}"]
-            self.csv.writerow(header)
-            self.width = len(header)
+    LEAD_COLUMNS = ("path", "face", *BOX_COLUMNS, "det_score")
 
     def write(self, photo: PhotoFaces) -> None:
         for record in face_rows(photo):
@@ -122,15 +107,6 @@ class FacePredictionWriter:
             for p in record["predictions"]:
                 row += [p["label"], "" if p["probability"] is None else f"{p['probability']:.6f}"]
             self.csv.writerow(row + [""] * (self.width - len(row)))  # a no_face row has one label
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def format_faces(photo: PhotoFaces, width: int) -> list[str]:

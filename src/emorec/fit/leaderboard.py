@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 from emorec.fit.candidates import SETTING_COLUMNS
+from emorec.training.run_dir import write_csv_rows
 
 COLUMNS = ("candidate", "kind", "backbone", "feature_levels", "pooling", "head", *SETTING_COLUMNS,
            "best_epoch", "val_macro_f1", "val_accuracy", "seconds", "status", "note")
@@ -30,12 +30,7 @@ class Leaderboard:
         """Add or replace the row of row['candidate'] and rewrite the file atomically."""
         clean = {k: _cell(row.get(k, "")) for k in COLUMNS}
         self.rows = [r for r in self.rows if r["candidate"] != clean["candidate"]] + [clean]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        write_csv_rows(self.path, COLUMNS, self.rows)
 
     def best(self) -> dict[str, str] | None:
         """The finished row with the highest validation macro-F1 (the earlier, cheaper one on a tie)."""

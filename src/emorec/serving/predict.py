@@ -188,7 +188,10 @@ def predict_paths(predictor, paths: list[Path], top_k: int = 3, tta: bool | str 
 
 
 class PredictionWriter:
-    """Write predictions as CSV (path, label_1, probability_1, ...) or JSON Lines, by extension."""
+    """Write predictions as CSV (path, label_1, probability_1, ...) or JSON Lines, by extension.
+    Subclasses that write other rows name their leading columns in `LEAD_COLUMNS`."""
+
+    LEAD_COLUMNS: tuple[str, ...] = ("path",)
 
     def __init__(self, path: str | Path, top_k: int):
         self.path = Path(path)
@@ -200,10 +203,11 @@ class PredictionWriter:
         self.jsonl = suffix == ".jsonl"
         if not self.jsonl:
             self.csv = csv.writer(self.file)
-            header = ["path"]
+            header = list(self.LEAD_COLUMNS)
             for i in range(1, top_k + 1):
                 header += [f"label_{i}", f"probability_{i}"]
             self.csv.writerow(header)
+            self.width = len(header)
 
     def write(self, prediction: Prediction) -> None:
         if self.jsonl:

@@ -49,12 +49,17 @@ class MetricsLog:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        write_csv_rows(self.path, METRIC_COLUMNS, self.rows)
+
+
+def write_csv_rows(path: Path, columns, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a CSV of dict rows atomically (temp file + rename): a reader never sees half a file."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
