@@ -134,6 +134,41 @@ def test_an_interrupted_search_resumes_without_running_finished_candidates(photo
     assert again.best["candidate"] == result.best["candidate"]
 
 
+def test_several_backbones_are_tried_alone_and_together(photos, tmp_path):
+    """Two backbones with weight files: each one's feature sets, then both combined (their caches
+    joined, no backbone run again); a combined leader is a normal run of the backbone group."""
+    from emorec.config import load_config
+    from emorec.models.backbone import create_backbone
+    from emorec.run_model import load_run_model
+
+    choices = []
+    for i, name in enumerate(("test_efficientnet", "test_efficientnet_ln")):
+        torch.manual_seed(i)
+        path = tmp_path / f"{name}.pth"
+        torch.save(create_backbone(name).state_dict(), path)
+        choices.append(BackboneChoice.parse(f"{name}={path}"))
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", choices, heads=("logreg",), finetune=False, test=False, **TINY)
+    rows = [r for r in leaderboard(output) if r["kind"] == "logreg"]
+    together = [r for r in rows if r["candidate"].startswith("combined-")]
+    assert len(rows) == 6 and len(together) == 2 and all(r["status"] == "done" for r in rows)
+    assert {r["backbone"] for r in together} == {"test_efficientnet+test_efficientnet_ln"}
+    for row in together:
+        cfg = load_config(output / "candidates" / row["candidate"] / "config.yaml")
+        assert cfg.model.backbone == "test_efficientnet+test_efficientnet_ln"
+        assert [Path(w).name for w in cfg.model.weights.split("+")] == ["test_efficientnet.pth",
+                                                                         "test_efficientnet_ln.pth"]
+    assert load_run_model(result.best_dir).model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_random_backbones_are_not_combined(photos, tmp_path, capsys):
+    twins = [BackboneChoice("test_efficientnet", None, pretrained=False),
+             BackboneChoice("test_efficientnet_ln", None, pretrained=False)]
+    fit(photos, tmp_path / "search", "10m", twins, heads=("logreg",), finetune=False, test=False, **TINY)
+    assert not any(r["candidate"].startswith("combined-") for r in leaderboard(tmp_path / "search"))
+    assert "combined: skipped, feature caches of randomly initialised backbones" in capsys.readouterr().out
+
+
 def test_candidates_that_do_not_fit_the_budget_are_skipped_and_listed(photos, tmp_path, monkeypatch):
     import emorec.fit.search as search
 

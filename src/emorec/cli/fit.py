@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "fit", help="search backbones, features and heads by validation macro-F1 within a time budget",
         description="Extracts features once per backbone (cached), tries the linear probe, linear / MLP / attention + "
-                    "MLP heads at two regularisation strengths on last-level and multi-level features, then, where the "
+                    "MLP heads at two regularisation strengths on last-level and multi-level features, each backbone alone "
+                    "and all of them together (a backbone group), then, where the "
                     "budget allows, an LP-FT fine-tune of the best; chooses by validation macro-F1 and reports the "
                     "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
                     "for evaluate, predict and export). Run it again with the same --output to resume.")

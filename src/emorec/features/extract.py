@@ -75,6 +75,10 @@ class _ViewDataset:
 
 
 def _weights_id(weights: str | None, pretrained: bool) -> str:
+    from emorec.models.backbone_group import SEPARATOR
+
+    if weights and SEPARATOR in weights:  # one file per member of a backbone group
+        return SEPARATOR.join(_weights_id(part or None, pretrained) for part in weights.split(SEPARATOR))
     if weights:
         path = Path(weights)
         if not path.is_file():
@@ -152,6 +156,7 @@ def extract_features(
     from emorec.data.transforms import build_eval_transform, build_train_transform, eval_resize_size
     from emorec.inference import infer, run_batches
     from emorec.models.backbone import backbone_data_config, level_channels
+    from emorec.models.backbone_group import absolute_weights
     from emorec.models.classifier import build_model
     from emorec.models.pooling import pool_levels
 
@@ -266,7 +271,7 @@ def extract_features(
         "level_channels": [int(c) for c in levels],
         "data_mean": list(map(float, mean)),
         "data_std": list(map(float, std)),
-        "weights_path": str(Path(weights).resolve()) if weights else None,
+        "weights_path": absolute_weights(weights),
         "pretrained": pretrained,
         "device": str(run_on),
     }

@@ -56,7 +56,7 @@ def derive_cache(source: FeatureCache, feature_levels: str, pooling: str, cache_
         arrays["valid"][:] = split.valid
         if split.grid is not None:  # the last map's grid does not depend on the levels or pooling
             shutil.copyfile(source.root / f"{name}_grid.npy", root / f"{name}_grid.npy")
-    rows = _manifest_rows(source.manifest_csv)
+    rows = manifest_rows(source.manifest_csv)
     stats.update(channels=int(len(columns)),
                  level_channels=channels if feature_levels == "all" else channels[-1:],
                  derived_from=str(source.root))
@@ -65,7 +65,7 @@ def derive_cache(source: FeatureCache, feature_levels: str, pooling: str, cache_
     return cache
 
 
-def _manifest_rows(path: Path) -> list[tuple[str, str, str]]:
+def manifest_rows(path: Path) -> list[tuple[str, str, str]]:
     import csv
 
     with open(path, newline="") as f:

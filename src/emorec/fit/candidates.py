@@ -1,6 +1,6 @@
 """The models `emorec fit` tries: a small grid, cheapest and most often best first.
 
-Per feature set (one backbone's last-level or multi-level vectors):
+Per feature set (one backbone's last-level or multi-level vectors, or every backbone's joined):
 - the linear probe (logistic regression) at three regularisation strengths; on small, balanced
   data it is the model to beat (benchmarks/RESULTS.md: 55.9 macro-F1 on Emotion6 against 54.0
   for the recipe's head);

@@ -5,7 +5,8 @@ The protocol (AutoGluon's `fit(time_limit=...)` is the model):
    `OUTPUT/splits.csv` and reused by a resumed search.
 2. Features: per backbone, one extraction of every stage pooled to mean and std, over the train and
    val images only (`features/extract.py`, cached), and the last-level mean vectors cut out of it
-   (`features/variants.py`).
+   (`features/variants.py`). With several backbones, each feature set of all of them together
+   is their caches joined (`features/combine.py`: the backbone group `a+b` computes the same).
 3. Candidates (`candidates.py`): the linear probe and the trainer's heads on each feature set,
    chosen by validation macro-F1; then, when the budget allows, an LP-FT fine-tune of the best one
    on images (`model.init_from`, frozen BatchNorm, layer decay, low backbone rate).
@@ -50,6 +51,8 @@ OVERHEAD = 1.3
 TRAIN_STEP_FORWARDS = 3.0
 DECODE_S = 0.01
 MIN_FINETUNE_EPOCHS = 2
+# The feature-set tag of every backbone together (ids: "combined-all-meanstd-linear-strong").
+COMBINED_TAG = "combined"
 
 
 @dataclass
@@ -141,15 +144,23 @@ class _Search:
                               "data.val_fraction > 0 or add a val split")
         self.test_reserve = self._test_reserve(choices[0]) if test and self.counts.get("test") else 0.0
         tags = self._tags(choices)
-        planned = len(choices) * (1 + len(FEATURE_VARIANTS) * len(grid(FeatureSet("x", "x", "last", "avg"),
-                                                                          self.heads))) + int(finetune)
+        per_set = len(grid(FeatureSet("x", "x", "last", "avg"), self.heads))
+        planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * per_set)
+                   + (len(FEATURE_VARIANTS) * per_set if len(choices) > 1 else 0) + int(finetune))
         self.bar = tqdm(total=planned, desc="fit", unit="candidate", disable=not self.progress, dynamic_ncols=True)
         from emorec.training.result import TrainingInterrupted
 
         try:
+            extracted = []
             for index, (choice, tag) in enumerate(zip(choices, tags)):
                 caches = self._features(choice, tag, first=index == 0)
+                if caches:
+                    extracted.append(caches)
                 for features, cache in caches:
+                    for candidate in grid(features, self.heads, self.head_epochs):
+                        self._run(candidate, cache)
+            if len(choices) > 1:
+                for features, cache in self._combined(extracted):
                     for candidate in grid(features, self.heads, self.head_epochs):
                         self._run(candidate, cache)
             if finetune:
@@ -287,6 +298,32 @@ class _Search:
         for key, cache in caches.items():
             levels, pooling = key.split("-")
             out.append((FeatureSet(tag, choice.name, levels, pooling), cache))
+        return out
+
+    def _combined(self, extracted: list[list[tuple[FeatureSet, Any]]]) -> list[tuple[FeatureSet, Any]]:
+        """Every extracted backbone together (a backbone group, `models/backbone_group.py`): per
+        feature variant, the members' caches joined column-wise; nothing is run again."""
+        from emorec.features.combine import combine_caches
+
+        variants = [(f.feature_levels, f.pooling) for f, _ in extracted[0]] if extracted else []
+        shared = [v for v in variants if all(v in {(f.feature_levels, f.pooling) for f, _ in sets} for sets in extracted)]
+        per_set = len(grid(FeatureSet(COMBINED_TAG, "", "last", "avg"), self.heads))
+        self.bar.update(per_set * (len(FEATURE_VARIANTS) - (len(shared) if len(extracted) > 1 else 0)))
+        from tqdm import tqdm
+
+        if len(extracted) < 2:
+            tqdm.write(f"{COMBINED_TAG}: skipped, fewer than two backbones' features were extracted within the budget")
+            return []
+        out = []
+        for levels, pooling in shared:
+            members = [next(c for f, c in sets if (f.feature_levels, f.pooling) == (levels, pooling)) for sets in extracted]
+            try:
+                cache = combine_caches(members, self.cache_dir, log=self.log)
+            except EmorecError as e:
+                tqdm.write(f"{COMBINED_TAG}: skipped, {e}")
+                self.bar.update(per_set)
+                continue
+            out.append((FeatureSet(COMBINED_TAG, cache.spec["backbone"], levels, pooling), cache))
         return out
 
     # -- candidates ---------------------------------------------------------------------------

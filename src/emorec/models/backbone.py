@@ -53,7 +53,12 @@ class WeightsReport(NamedTuple):
 def create_backbone(name: str, pretrained: bool = False, weights: str | Path | None = None,
                     drop_path_rate: float = 0.0) -> nn.Module:
     """A timm model without classifier or pooling; `weights` (a local file) wins over
-    `pretrained` (timm's hub download). The model has `num_features` (channels of its map)."""
+    `pretrained` (timm's hub download). The model has `num_features` (channels of its map).
+    'a+b' names a group of backbones side by side (`models/backbone_group.py`)."""
+    from emorec.models.backbone_group import create_group, is_group
+
+    if is_group(name):
+        return create_group(name, pretrained, weights, drop_path_rate)
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": ""}
     if drop_path_rate > 0:
         kwargs["drop_path_rate"] = drop_path_rate  # not every model takes it; only ask when used
@@ -138,6 +143,8 @@ def backbone_levels(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     (timm's `forward_intermediates`). The last entry is `feature_map(model, x)` itself: the
     deepest stage taken after the layers that follow it (EfficientNet's conv_head, a ViT's final
     norm), so the last level of the multi-level vector is the usual last-layer feature map."""
+    if hasattr(model, "stage_maps"):  # a BackboneGroup: its members' levels
+        return model.stage_maps(x)
     forward = getattr(model, "forward_intermediates", None)
     if forward is None:
         raise EmorecError(f"backbone {type(model).__name__} cannot return its intermediate stages (no "
@@ -149,6 +156,8 @@ def backbone_levels(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def level_channels(model: nn.Module) -> list[int]:
     """Channels of each map `backbone_levels` returns (timm's feature_info, the last one replaced
     by the backbone's `num_features`)."""
+    if hasattr(model, "stage_channels"):
+        return model.stage_channels()
     info = getattr(model, "feature_info", None)
     if not info:
         raise EmorecError(f"backbone {type(model).__name__} lists no stages (no feature_info in timm); set "

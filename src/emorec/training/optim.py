@@ -61,6 +61,12 @@ def backbone_stages(backbone: nn.Module) -> tuple[dict[str, int], int]:
     a model without one is a single stage (logged: layer decay then has no effect)."""
     from timm.models import group_parameters
 
+    members = getattr(backbone, "members", None)
+    if members is not None:  # a BackboneGroup: each member's stages, aligned at the top stage
+        parts = [backbone_stages(m) for m in members]
+        total = max(n for _, n in parts)
+        return {f"members.{i}.{name}": stage + total - n for i, (stages, n) in enumerate(parts)
+                for name, stage in stages.items()}, total
     matcher = getattr(backbone, "group_matcher", None)
     if matcher is None:
         logging.getLogger("emorec").warning("optim.layer_decay: %s has no timm group_matcher; the backbone is one "
