@@ -14,6 +14,7 @@ test split carved from train with byte-identical copies kept together, one carve
     python benchmarks/bench_fit.py                     # Emotion6, 5 folds x 30 min, 224 px, CPU
     python benchmarks/bench_fit.py --backbones lite0,lite1,lite2 --budget 30m
     python benchmarks/bench_fit.py --datasets fer2013 --image-size 112 --folds 1
+    python benchmarks/bench_fit.py --only-folds 0      # one fold now; the others in later invocations
     python benchmarks/bench_fit.py --quick             # 200 images, 64 px, 2 folds, budget 3m: a smoke run
 Last line: `fit: emorec X vs reference Y macro-F1 ratio=R` (mean test macro-F1 in points over
 the folds; details, per-class F1, leaderboards and times in results/fit.json).
@@ -22,6 +23,7 @@ the folds; details, per-class F1, leaderboards and times in results/fit.json).
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,10 @@ def build_parser():
                                                         "../shared) or timm names with hub weights")
     p.add_argument("--budget", default="30m", help="emorec fit budget per fold (default 30m)")
     p.add_argument("--folds", type=int, default=5, help="Emotion6 folds / FER-2013 seeds (default 5)")
+    p.add_argument("--only-folds", default=None, help="comma-separated fold indices (e.g. 0 or 0,1) of the --folds "
+                                                       "protocol to run now; finished folds are kept in "
+                                                       "results/fit.partial.json and not run again, so the protocol "
+                                                       "can be spread over several invocations")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--views", type=int, default=2, help="augmented views cached per training image")
     p.add_argument("--heads", default=None, help="candidate heads (default: emorec fit's whole grid)")
@@ -154,11 +160,23 @@ def main(argv=None) -> int:
     heads = tuple(args.heads.split(",")) if args.heads else None
     details: dict = {"budget": args.budget, "backbones": args.backbones, "image_size": args.image_size,
                      "views": args.views, "folds": {}}
-    fit_f1, probe_f1 = [], []
+    only = {int(i) for i in args.only_folds.split(",")} if args.only_folds else None
+    partial = Path(args.results) / f"fit{'_quick' if args.quick else ''}.partial.json"
+    settings = {k: details[k] for k in ("budget", "backbones", "image_size", "views")}
+    if args.quick:
+        partial.unlink(missing_ok=True)
+    earlier = json.loads(partial.read_text()) if partial.is_file() else {}
+    if earlier and earlier.get("settings") != settings:
+        print(f"fit: {partial} holds folds run with {earlier.get('settings')}; delete it or pass those settings")
+        return 2
+    details["folds"] = earlier.get("folds", {})
     started = time.perf_counter()
     for dataset in args.datasets.split(","):
         folds = emotion6_folds(args, work) if dataset == "emotion6" else fer_folds(args, work)
         for fold, splits_csv in folds:
+            key = f"{dataset}/{fold}"
+            if (only is not None and fold not in only) or key in details["folds"]:
+                continue
             t = time.perf_counter()
             kwargs = {"heads": heads} if heads else {}
             result = fit(str(splits_csv), work / dataset / f"fit{fold}", args.budget, backbones,
@@ -167,22 +185,29 @@ def main(argv=None) -> int:
                          progress=False, **kwargs)
             fit_seconds = time.perf_counter() - t
             probe = probe_score(splits_csv, args, work / "features")
-            key = f"{dataset}/{fold}"
             details["folds"][key] = {
                 "chosen": result.best, "test": result.test, "fit_seconds": round(fit_seconds, 1),
                 "probe": probe, "leaderboard": result.rows,
             }
-            fit_f1.append(100 * result.test["macro_f1"])
-            probe_f1.append(100 * probe["macro_f1"])
-            log(f"{key}: fit {fit_f1[-1]:.1f} ({result.best['candidate']}, {fit_seconds:.0f} s) vs probe "
-                f"{probe_f1[-1]:.1f} test macro-F1")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            tmp = partial.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"settings": settings, "folds": details["folds"]}, indent=1, default=str))
+            tmp.replace(partial)
+            log(f"{key}: fit {100 * result.test['macro_f1']:.1f} ({result.best['candidate']}, {fit_seconds:.0f} s) "
+                f"vs probe {100 * probe['macro_f1']:.1f} test macro-F1")
+    fit_f1 = [100 * f["test"]["macro_f1"] for f in details["folds"].values()]
+    probe_f1 = [100 * f["probe"]["macro_f1"] for f in details["folds"].values()]
+    if not fit_f1:
+        print("fit: no fold was run (--only-folds outside --folds?)")
+        return 2
     details["seconds"] = round(time.perf_counter() - started, 1)
     details["fit_macro_f1"] = {"mean": float(np.mean(fit_f1)), "std": float(np.std(fit_f1, ddof=1)) if len(fit_f1) > 1
                                else 0.0, "folds": fit_f1}
     details["probe_macro_f1"] = {"mean": float(np.mean(probe_f1)),
                                  "std": float(np.std(probe_f1, ddof=1)) if len(probe_f1) > 1 else 0.0,
                                  "folds": probe_f1}
-    notes = [f"gain {np.mean(fit_f1) - np.mean(probe_f1):+.1f} points macro-F1 (target >= +3 on Emotion6, full run)"]
+    notes = [f"gain {np.mean(fit_f1) - np.mean(probe_f1):+.1f} points macro-F1 over {len(fit_f1)} of "
+             f"{args.folds * len(args.datasets.split(','))} folds (target >= +3 on Emotion6, all 5 folds)"]
     finish("fit", args, float(np.mean(fit_f1)), float(np.mean(probe_f1)), "macro-F1", details, notes=notes)
     return 0
 
