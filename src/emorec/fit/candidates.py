@@ -1,13 +1,15 @@
 """The models `emorec fit` tries: a small grid, cheapest and most often best first.
 
 Per feature set (one backbone's last-level or multi-level vectors, or every backbone's joined):
-- the linear probe (logistic regression) at three regularisation strengths; on small, balanced
-  data it is the model to beat (benchmarks/RESULTS.md: 55.9 macro-F1 on Emotion6 against 54.0
-  for the recipe's head);
+- the linear probe (logistic regression) at four regularisation strengths, scored by
+  cross-validation over train + val (`crossval.py`); on small, balanced data it is the model to
+  beat (benchmarks/RESULTS.md: 55.9 macro-F1 on Emotion6 against 54.0 for the recipe's head);
 - heads trained by the one trainer on the cached views: linear, MLP (one hidden layer) and the
   recipe's attention + MLP, each with light and strong regularisation (weight decay, dropout,
   label smoothing, feature MixUp).
-After the grid, where the budget allows, an LP-FT fine-tune of the best candidate (search.py).
+With several backbones, also the ensemble of each backbone's best probe (their logits averaged,
+one linear head of the backbone group). After the grid, where the budget allows, an LP-FT
+fine-tune of the best candidate (search.py).
 A candidate's id names its settings, so a resumed search knows which ones are done.
 """
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Standardised vectors of every cached view (thousands of rows, 1-3k columns) want strong L2: on
-# Emotion6 (lite0, 160 px, one split) validation macro-F1 fell from C = 0.01 to 0.1 to 1 on both
-# feature sets, so the grid starts lower than bench_accuracy.py's centre-view probe (0.01-1).
-LOGREG_C = (0.001, 0.01, 0.1)
+# Standardised vectors (1-9k columns) of about a thousand images want strong L2. Cross-validated
+# over fold 0's train + val of bench_fit.py (lite0/1/2, 160 px), macro-F1 peaked at C = 0.001 for
+# every backbone and both feature sets (0.0003 and 0.003 up to 1.7 points lower on the last level,
+# 0.01 1-4 points lower, 0.1 lower still), so the grid brackets that peak.
+LOGREG_C = (0.0003, 0.001, 0.003, 0.01)
 HEAD_EPOCHS = 40
 HEAD_PATIENCE = 10
 
@@ -56,7 +59,7 @@ class FeatureSet:
 @dataclass
 class Candidate:
     id: str
-    kind: str  # logreg | head | finetune
+    kind: str  # logreg | ensemble | head | finetune
     features: FeatureSet
     head: str  # linear | mlp | attn_mlp
     settings: dict = field(default_factory=dict)  # what the leaderboard shows

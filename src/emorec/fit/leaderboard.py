@@ -1,4 +1,13 @@
-"""`leaderboard.csv`: one row per candidate, written after each one, read back on resume."""
+"""`leaderboard.csv`: one row per candidate, written after each one, read back on resume; and
+the rule that picks the leader from it.
+
+Probes (and their ensembles) carry a cross-validated macro-F1 over train + val (`crossval.py`);
+trainer heads and the LP-FT fine-tune only their score on the one val split, where they also
+chose their best epoch. The leader is the probe with the best cross-validated score unless a
+trainer candidate beats that probe's own val score by one standard error of a val score
+(Breiman's one-standard-error rule: keep the simpler, better-measured model unless the other is
+clearly better on the evidence there is).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +19,19 @@ from emorec.fit.candidates import SETTING_COLUMNS
 from emorec.training.run_dir import write_csv_rows
 
 COLUMNS = ("candidate", "kind", "backbone", "feature_levels", "pooling", "head", *SETTING_COLUMNS,
-           "best_epoch", "val_macro_f1", "val_accuracy", "seconds", "status", "note")
+           "best_epoch", "val_macro_f1", "val_accuracy", "cv_macro_f1", "seconds", "status", "note")
 DONE = "done"
 
 
+def one_standard_error(val_images: int) -> float:
+    """The largest standard error of an accuracy-like score on `val_images` images (p = 0.5)."""
+    return 0.5 / math.sqrt(max(val_images, 1))
+
+
 class Leaderboard:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, margin: float = 0.0):
         self.path = Path(path)
+        self.margin = margin  # how far a val-only candidate must beat the best cross-validated one
         self.rows: list[dict[str, str]] = []
         if self.path.is_file():
             with open(self.path, newline="") as f:
@@ -33,9 +48,15 @@ class Leaderboard:
         write_csv_rows(self.path, COLUMNS, self.rows)
 
     def best(self) -> dict[str, str] | None:
-        """The finished row with the highest validation macro-F1 (the earlier, cheaper one on a tie)."""
+        """The leader (module docstring); on a tie the earlier, cheaper row."""
         finished = [r for r in self.rows if r["status"] == DONE and _number(r["val_macro_f1"]) is not None]
-        return max(finished, key=lambda r: _number(r["val_macro_f1"]), default=None)
+        measured = [r for r in finished if _number(r.get("cv_macro_f1")) is not None]
+        by_val = max((r for r in finished if r not in measured), key=lambda r: _number(r["val_macro_f1"]), default=None)
+        anchor = max(measured, key=lambda r: _number(r["cv_macro_f1"]), default=None)
+        if anchor is None or (by_val is not None and
+                              _number(by_val["val_macro_f1"]) >= _number(anchor["val_macro_f1"]) + self.margin):
+            return by_val
+        return anchor
 
 
 def _number(text) -> float | None:

@@ -38,18 +38,29 @@ class Probe:
     iterations: int
     seconds: float
 
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, K) logits of raw (N, D) vectors."""
+        return vectors @ self.weight.T + self.bias
+
 
 def fit_logistic_regression(cache, C: float, max_iter: int = 1000, seed: int = 0) -> Probe:
     """LogisticRegression on the standardised vectors of every training view of `cache`, folded
     back into one linear map of the raw vectors."""
+    vectors, targets, _ = load_split(cache, "train", torch.device("cpu"))
+    return fit_probe_arrays(vectors.numpy(), targets.numpy(), C, len(cache.label_names), max_iter, seed)
+
+
+def fit_probe_arrays(vectors: np.ndarray, targets: np.ndarray, C: float, num_classes: int, max_iter: int = 1000,
+                     seed: int = 0) -> Probe:
+    """The probe of (N, V, D) vectors: every view of a sample is a training row. A class absent
+    from `targets` (a small fold) gets a row that never wins, so the map always has K rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     started = time.perf_counter()
-    vectors, targets, _ = load_split(cache, "train", torch.device("cpu"))
     views = vectors.shape[1]
-    x = vectors.flatten(0, 1).numpy().astype(np.float64)  # sample-major: every view of a sample
-    y = np.repeat(targets.numpy(), views)
+    x = vectors.reshape(-1, vectors.shape[-1]).astype(np.float64)  # sample-major: every view of a sample
+    y = np.repeat(targets, views)
     scaler = StandardScaler().fit(x)
     clf = LogisticRegression(C=C, max_iter=max_iter, tol=1e-4, class_weight="balanced", random_state=seed)
     clf.fit(scaler.transform(x), y)
@@ -57,13 +68,21 @@ def fit_logistic_regression(cache, C: float, max_iter: int = 1000, seed: int = 0
     bias = clf.intercept_ - weight @ scaler.mean_
     if weight.shape[0] == 1:  # two classes: sklearn keeps one row, the logit of class 1
         weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+    if len(clf.classes_) < num_classes:
+        full_w = np.zeros((num_classes, weight.shape[1]))
+        full_b = np.full(num_classes, -1e4)
+        full_w[clf.classes_], full_b[clf.classes_] = weight, bias
+        weight, bias = full_w, full_b
     return Probe(weight.astype(np.float32), bias.astype(np.float32), C, int(np.max(clf.n_iter_)),
                  time.perf_counter() - started)
 
 
-def write_probe_run(cfg: Config, cache, probe: Probe, run_dir: str | Path) -> dict:
+def write_probe_run(cfg: Config, cache, probe: Probe, run_dir: str | Path, describe: str | None = None,
+                    extra: dict | None = None) -> dict:
     """A run directory (config, label map, manifest, metrics, summary, checkpoints) whose model
-    is the cache's backbone with `probe` as its linear head; returns its validation row."""
+    is the cache's backbone with `probe` as its linear head; returns its validation row.
+    `describe` replaces the train.log line; `extra` is added to summary.json (e.g. a refit's
+    cross-validated score, where the val row was seen in training)."""
     from emorec import checkpoint as ckpt_io
     from emorec.config import save_config
     from emorec.data.labels import LabelMap
@@ -117,10 +136,10 @@ def write_probe_run(cfg: Config, cache, probe: Probe, run_dir: str | Path) -> di
     label_map.save(run_dir / "label_map.json")
     (run_dir / "manifest.csv").write_bytes(Path(cache.manifest_csv).read_bytes())
     MetricsLog(run_dir / "metrics.csv").append(row)
-    (run_dir / "train.log").write_text(
+    (run_dir / "train.log").write_text((describe or (
         f"linear probe: sklearn LogisticRegression(C={probe.C}, class_weight=balanced) on the standardised vectors "
         f"of every training view of {cache.root}, {probe.iterations} iterations, {probe.seconds:.1f} s; "
-        f"standardisation folded into the linear head\n")
+        f"standardisation folded into the linear head")) + "\n")
     ckpt_io.save_checkpoint(run_dir / "checkpoints" / ckpt_io.BEST, checkpoint)
     ckpt_io.save_checkpoint(run_dir / "checkpoints" / ckpt_io.LAST, checkpoint)
     write_json(run_dir / "summary.json", {
@@ -130,6 +149,7 @@ def write_probe_run(cfg: Config, cache, probe: Probe, run_dir: str | Path) -> di
         "epochs_completed": 1, "best_epoch": 1, "monitor": cfg.train.monitor,
         "best_metric": row[cfg.train.monitor], "stopped_early": False, "final": row,
         "wall_time_s": round(probe.seconds, 2), "device": "cpu", "world_size": 1, "amp": "off", "C": probe.C,
+        **(extra or {}),
     })
     return row
 

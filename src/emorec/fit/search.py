@@ -8,9 +8,13 @@ The protocol (AutoGluon's `fit(time_limit=...)` is the model):
    (`features/variants.py`). With several backbones, each feature set of all of them together
    is their caches joined (`features/combine.py`: the backbone group `a+b` computes the same).
 3. Candidates (`candidates.py`): the linear probe and the trainer's heads on each feature set,
-   chosen by validation macro-F1; then, when the budget allows, an LP-FT fine-tune of the best one
-   on images (`model.init_from`, frozen BatchNorm, layer decay, low backbone rate).
-4. The chosen model is `OUTPUT/best/`, a normal run directory; only then is the test split read,
+   and with several backbones the ensemble of their best probes; then, when the budget allows,
+   an LP-FT fine-tune of the best one on images (`model.init_from`, frozen BatchNorm, layer
+   decay, low backbone rate).
+4. The choice (`leaderboard.py`): probes are scored by 5-fold cross-validation over train + val
+   (`crossval.py`), trainer runs on the val split; the best cross-validated probe leads unless a
+   trainer run beats its val score by one standard error. A probe chosen is refit on train + val.
+5. The chosen model is `OUTPUT/best/`, a normal run directory; only then is the test split read,
    once, to report the chosen model's score. No choice ever sees a test image.
 
 Every finished candidate is a row of `OUTPUT/leaderboard.csv`; a search run again with the same
@@ -30,12 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from emorec.config import Config, apply_overrides, config_from_dict, load_config
 from emorec.errors import EmorecError
 from emorec.fit.budget import Budget, parse_duration, seconds_per_image
 from emorec.fit.candidates import HEAD_EPOCHS, HEAD_KINDS, Candidate, FeatureSet, backbone_tag, grid
-from emorec.fit.leaderboard import DONE, Leaderboard
-from emorec.fit.probe import LINEAR_HEAD, fit_logistic_regression, write_probe_run
+from emorec.fit.crossval import FOLDS, ensemble_probe, out_of_fold_logits, train_val_views
+from emorec.fit.leaderboard import DONE, Leaderboard, one_standard_error
+from emorec.fit.probe import LINEAR_HEAD, Probe, fit_logistic_regression, fit_probe_arrays, write_probe_run
+from emorec.training.validation import macro_f1
 
 # Where the multi-level extraction is cut into the feature sets the grid compares.
 FEATURE_VARIANTS = (("last", "avg"), ("all", "meanstd"))
@@ -53,6 +61,10 @@ DECODE_S = 0.01
 MIN_FINETUNE_EPOCHS = 2
 # The feature-set tag of every backbone together (ids: "combined-all-meanstd-linear-strong").
 COMBINED_TAG = "combined"
+# The members' best probes averaged (ids: "ensemble-last-avg-logreg"), and what a probe keeps for it.
+ENSEMBLE_TAG = "ensemble"
+CV_FILE = "crossval.npz"
+MEMBERS_FILE = "members.json"
 
 
 @dataclass
@@ -119,6 +131,11 @@ class _Search:
         self.base = dataclasses.replace(base, data=dataclasses.replace(base.data, image_size=image_size),
                                         train=dataclasses.replace(base.train, device=device))
         self.image_size, self.views, self.heads, self.head_epochs = image_size, views, heads, head_epochs
+        # Candidates per feature set: the same for every set, so the bar can count skipped sets.
+        self.per_set = len(grid(FeatureSet("x", "x", "last", "avg"), heads))
+        self.per_combined = self.per_set + int("logreg" in heads)  # the grid and the ensemble of probes
+        self.sets: dict[str, Any] = {}  # feature set name -> its cache, for ensembles and the refit
+        self._views_of: tuple[str, Any] | None = None  # the last cache's train + val views
         self.device = resolve_device(device)
         self.workers, self.progress, self.log, self.cache_dir = workers, progress, log, cache_dir
         self.candidates_dir = output / "candidates"
@@ -144,9 +161,9 @@ class _Search:
                               "data.val_fraction > 0 or add a val split")
         self.test_reserve = self._test_reserve(choices[0]) if test and self.counts.get("test") else 0.0
         tags = self._tags(choices)
-        per_set = len(grid(FeatureSet("x", "x", "last", "avg"), self.heads))
-        planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * per_set)
-                   + (len(FEATURE_VARIANTS) * per_set if len(choices) > 1 else 0) + int(finetune))
+        self.board.margin = one_standard_error(self.counts["val"])
+        planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * self.per_set)
+                   + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune))
         self.bar = tqdm(total=planned, desc="fit", unit="candidate", disable=not self.progress, dynamic_ncols=True)
         from emorec.training.result import TrainingInterrupted
 
@@ -157,12 +174,16 @@ class _Search:
                 if caches:
                     extracted.append(caches)
                 for features, cache in caches:
+                    self.sets[features.name] = cache
                     for candidate in grid(features, self.heads, self.head_epochs):
                         self._run(candidate, cache)
             if len(choices) > 1:
                 for features, cache in self._combined(extracted):
+                    self.sets[features.name] = cache
                     for candidate in grid(features, self.heads, self.head_epochs):
                         self._run(candidate, cache)
+                    if "logreg" in self.heads:
+                        self._run(self._ensemble_candidate(features, extracted), cache)
             if finetune:
                 self._finetune(finetune_epochs)
         except (TrainingInterrupted, KeyboardInterrupt) as e:
@@ -180,6 +201,7 @@ class _Search:
             raise EmorecError(f"no candidate finished within the budget of {self.budget.seconds:.0f} s; give a "
                               f"larger --budget (see {self.output / 'leaderboard.csv'})")
         self._promote(leader)
+        self._refit(leader)
         scores = self._test(leader) if test and self.counts.get("test") else None
         self.state.update(best=leader["candidate"], test=scores, seconds=round(self.budget.elapsed(), 1))
         self._save_state()
@@ -307,8 +329,7 @@ class _Search:
 
         variants = [(f.feature_levels, f.pooling) for f, _ in extracted[0]] if extracted else []
         shared = [v for v in variants if all(v in {(f.feature_levels, f.pooling) for f, _ in sets} for sets in extracted)]
-        per_set = len(grid(FeatureSet(COMBINED_TAG, "", "last", "avg"), self.heads))
-        self.bar.update(per_set * (len(FEATURE_VARIANTS) - (len(shared) if len(extracted) > 1 else 0)))
+        self.bar.update(self.per_combined * (len(FEATURE_VARIANTS) - (len(shared) if len(extracted) > 1 else 0)))
         from tqdm import tqdm
 
         if len(extracted) < 2:
@@ -321,7 +342,7 @@ class _Search:
                 cache = combine_caches(members, self.cache_dir, log=self.log)
             except EmorecError as e:
                 tqdm.write(f"{COMBINED_TAG}: skipped, {e}")
-                self.bar.update(per_set)
+                self.bar.update(self.per_combined)
                 continue
             out.append((FeatureSet(COMBINED_TAG, cache.spec["backbone"], levels, pooling), cache))
         return out
@@ -346,6 +367,8 @@ class _Search:
             with self._quiet():
                 if candidate.kind == "logreg":
                     row = self._logreg(candidate, cache, run_dir)
+                elif candidate.kind == "ensemble":
+                    row = self._ensemble(candidate, cache, run_dir)
                 else:
                     row = self._trainer_run(candidate, run_dir, features=cache)
         except TrainingInterrupted:
@@ -360,9 +383,101 @@ class _Search:
         if run_dir.exists():
             shutil.rmtree(run_dir)  # an interrupted write; the probe takes seconds
         cfg = self._config(self.base, LINEAR_HEAD, run_dir)
-        probe = fit_logistic_regression(cache, candidate.settings["C"], seed=cfg.train.seed)
+        C = candidate.settings["C"]
+        probe = fit_logistic_regression(cache, C, seed=cfg.train.seed)
         row = write_probe_run(cfg, cache, probe, run_dir)
-        return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1}
+        x, y = self._views(cache)
+        logits = out_of_fold_logits(x, y, C, len(cache.label_names), seed=cfg.train.seed)
+        # Kept for the ensemble of probes: its folds' logits and the train-only map.
+        np.savez(run_dir / CV_FILE, logits=logits, targets=y, weight=probe.weight, bias=probe.bias)
+        return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1,
+                "cv_macro_f1": macro_f1(y, logits.argmax(1), len(cache.label_names))}
+
+    def _views(self, cache):
+        """Train + val views of `cache`, loaded once for the probes of one feature set."""
+        if self._views_of is None or self._views_of[0] != str(cache.root):
+            self._views_of = (str(cache.root), train_val_views(cache))
+        return self._views_of[1]
+
+    def _best_probe(self, set_name: str) -> dict[str, str] | None:
+        rows = [r for r in self.board.rows if r["status"] == DONE and r["kind"] == "logreg"
+                and r["candidate"].startswith(f"{set_name}-logreg-") and r.get("cv_macro_f1")]
+        return max(rows, key=lambda r: float(r["cv_macro_f1"]), default=None)
+
+    def _ensemble_candidate(self, features: FeatureSet, extracted) -> Candidate:
+        """Each backbone's probe with the best cross-validated score on this feature variant."""
+        variant = (features.feature_levels, features.pooling)
+        members = [next(f for f, _ in sets if (f.feature_levels, f.pooling) == variant).name for sets in extracted]
+        return Candidate(f"{ENSEMBLE_TAG}-{features.feature_levels}-{features.pooling}-logreg", "ensemble",
+                         FeatureSet(ENSEMBLE_TAG, features.backbone, *variant), "linear",
+                         {"hidden_dims": "[]", "label_smoothing": 0.0, "mixup": 0, "members": members})
+
+    def _ensemble(self, candidate: Candidate, cache, run_dir: Path) -> dict:
+        """The members' probes averaged in logit space: scored by the sum of their out-of-fold
+        logits (same folds: same images, order and seed), written as the group's linear head."""
+        picks = [self._best_probe(name) for name in candidate.settings["members"]]
+        if any(p is None for p in picks):
+            raise EmorecError("a member backbone has no finished probe to ensemble")
+        saved = [np.load(self.candidates_dir / p["candidate"] / CV_FILE) for p in picks]
+        if any(s["targets"].shape != saved[0]["targets"].shape or (s["targets"] != saved[0]["targets"]).any()
+               for s in saved):
+            raise EmorecError("the member backbones' probes were scored on different images; run the search again "
+                              "with a new --output")
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        plan = self._plan(candidate.settings["members"], candidate.features)
+        probe = ensemble_probe([Probe(s["weight"], s["bias"], float(p["C"]), 0, 0.0) for s, p in zip(saved, picks)], plan)
+        Cs = "/".join(p["C"] for p in picks)
+        row = write_probe_run(self._config(self.base, LINEAR_HEAD, run_dir), cache, probe, run_dir,
+                              describe=f"ensemble of linear probes ({', '.join(p['candidate'] for p in picks)}): "
+                                       f"their logits averaged, one linear head of the backbone group")
+        (run_dir / MEMBERS_FILE).write_text(json.dumps([{"set": name, "candidate": p["candidate"], "C": float(p["C"])}
+                                                        for name, p in zip(candidate.settings["members"], picks)]))
+        logits = sum(s["logits"] for s in saved)
+        return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1, "C": Cs,
+                "cv_macro_f1": macro_f1(saved[0]["targets"], logits.argmax(1), len(cache.label_names))}
+
+    def _plan(self, member_sets: list[str], features: FeatureSet):
+        from emorec.models.backbone_group import group_columns
+
+        channels = [self.sets[name].index["stats"]["level_channels"] for name in member_sets]
+        return group_columns(channels, features.feature_levels, features.pooling)
+
+    def _refit(self, leader: dict[str, str]) -> None:
+        """A cross-validated leader (a probe or an ensemble of probes) refit on train + val into
+        OUTPUT/best/; its estimate is the cross-validated score, since val is now seen."""
+        if leader["kind"] not in ("logreg", "ensemble") or self.state.get("refit_of") == leader["candidate"]:
+            return
+        source = self.candidates_dir / leader["candidate"]
+        set_name = f"{leader['candidate'].split('-')[0]}-{leader['feature_levels']}-{leader['pooling']}"
+        seed = self.base.train.seed
+        if leader["kind"] == "logreg":
+            cache = self.sets[set_name]
+            x, y = self._views(cache)
+            probe = fit_probe_arrays(x, y, float(leader["C"]), len(cache.label_names), seed=seed)
+            what = f"linear probe (C={leader['C']})"
+        else:
+            members = json.loads((source / MEMBERS_FILE).read_text())
+            cache = self.sets[f"{COMBINED_TAG}-{leader['feature_levels']}-{leader['pooling']}"]
+            probes = []
+            for m in members:
+                x, y = train_val_views(self.sets[m["set"]])
+                probes.append(fit_probe_arrays(x, y, m["C"], len(cache.label_names), seed=seed))
+            probe = ensemble_probe(probes, self._plan([m["set"] for m in members], FeatureSet(
+                ENSEMBLE_TAG, leader["backbone"], leader["feature_levels"], leader["pooling"])))
+            what = f"ensemble of linear probes ({', '.join(m['candidate'] for m in members)}), logits averaged"
+        tmp = self.output / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_probe_run(self._config(self.base, LINEAR_HEAD, tmp), cache, probe, tmp,
+                        describe=f"{what}, refit on the train + val images (centre and mirrored views) after "
+                                 f"{leader['candidate']} was chosen by {FOLDS}-fold cross-validation",
+                        extra={"refit": "train+val", "cv_macro_f1": float(leader["cv_macro_f1"]),
+                               "note": "the val images were seen in training: cv_macro_f1 is the estimate"})
+        shutil.copyfile(self.output / "splits.csv", tmp / "manifest.csv")
+        shutil.rmtree(self.best_dir, ignore_errors=True)
+        tmp.rename(self.best_dir)
+        self.state.update(best_dir_of=leader["candidate"], refit_of=leader["candidate"])
+        self._save_state()
 
     def _trainer_run(self, candidate: Candidate, run_dir: Path, features=None, base: Config | None = None) -> dict:
         from emorec.training.trainer import train
@@ -420,8 +535,9 @@ class _Search:
 
         if row.get("status") == DONE:
             mark = " *" if leader is not None and leader["candidate"] == row["candidate"] else ""
+            cv = f"  cv F1 {float(row['cv_macro_f1']):.4f}" if row.get("cv_macro_f1") not in (None, "") else ""
             text = (f"{row['candidate']:<48} val F1 {float(row.get('val_macro_f1', 'nan')):.4f}  acc "
-                    f"{float(row.get('val_accuracy', 'nan')):.4f}  {float(row.get('seconds', 0)):6.0f} s{mark}")
+                    f"{float(row.get('val_accuracy', 'nan')):.4f}{cv}  {float(row.get('seconds', 0)):6.0f} s{mark}")
         else:
             text = f"{row['candidate']:<48} {row.get('status')}: {row.get('note', '')}"
         tqdm.write(text)
