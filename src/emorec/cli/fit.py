@@ -7,11 +7,12 @@ def register(sub) -> None:
     from emorec.fit.candidates import HEAD_EPOCHS, HEAD_KINDS
 
     p = sub.add_parser(
-        "fit", help="search backbones, features and heads by validation macro-F1 within a time budget",
+        "fit", help="search backbones, features and heads by validation within a time budget",
         description="Extracts features once per backbone (cached), tries the linear probe, linear / MLP / attention + "
                     "MLP heads at two regularisation strengths on last-level and multi-level features, each backbone alone "
-                    "and all of them together (a backbone group), then, where the "
-                    "budget allows, an LP-FT fine-tune of the best; chooses by validation macro-F1 and reports the "
+                    "and all of them together (a backbone group and an ensemble of probes), then, where the "
+                    "budget allows, an LP-FT fine-tune of the best; chooses by validation macro-F1 (probes by 5-fold "
+                    "cross-validation over train + val, then refit on both) and reports the "
                     "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
                     "for evaluate, predict and export). Run it again with the same --output to resume.")
     p.add_argument("source", help="dataset folder or CSV manifest")
@@ -66,8 +67,9 @@ def run_fit(args) -> int:
     done = sum(r["status"] == "done" and r["kind"] != "extract" for r in result.rows)
     skipped = sum(r["status"] == "skipped" for r in result.rows)
     print(f"leaderboard      {result.output / 'leaderboard.csv'} ({done} candidates, {skipped} skipped)")
+    cv = f"  cross-validated macro-F1 {float(best['cv_macro_f1']):.4f}" if best.get("cv_macro_f1") else ""
     print(f"chosen           {best['candidate']}  val macro-F1 {float(best['val_macro_f1']):.4f}  "
-          f"val accuracy {float(best['val_accuracy']):.4f}")
+          f"val accuracy {float(best['val_accuracy']):.4f}{cv}")
     print(f"best model       {result.best_dir}")
     print(f"time             {result.seconds:.0f} s (budget {args.budget})")
     if result.test is not None:

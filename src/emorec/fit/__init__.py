@@ -1,5 +1,5 @@
 """emorec.fit: `fit(source, output, budget)` searches backbones, features and heads by validation
-macro-F1 within a time budget (`emorec fit`); see `search.py`.
+macro-F1 (probes by cross-validation) within a time budget (`emorec fit`); see `search.py`.
 
 The names below are imported on first use, so `emorec --help` (which reads the grid's defaults
 from `candidates.py`) does not import torch.
