@@ -108,3 +108,28 @@ def test_heat_concentrates_in_the_quadrant_that_decides_the_label(quadrant_model
             heat, _ = gradcam_map(model, image, transform)
             # top-right quadrant: a quarter of the pixels, at least half of the heat
             assert heat[:32, 32:].sum() > 0.5 * heat.sum()
+
+
+@pytest.mark.parametrize("backbone,levels,pooling", [
+    ("test_efficientnet", "all", "meanstd"),
+    ("test_efficientnet", "last", "meanstd"),
+    ("test_efficientnet+test_efficientnet_ln", "all", "meanstd"),
+    ("test_efficientnet+test_efficientnet_ln", "last", "avg"),
+])
+def test_heads_on_several_levels_or_backbones_are_explained_through_the_deepest_maps(backbone, levels, pooling):
+    """The hooked model computes what the model computes (the tap is an identity on the deepest
+    maps, every other level read as it is), and the map has the image's size."""
+    from emorec.explain.gradcam import _SplitClassifier
+
+    cfg = config_from_dict({"data": {"image_size": 64},
+                            "model": {"backbone": backbone, "pretrained": False, "hidden_dims": [16],
+                                      "dropout": [0.0], "feature_levels": levels, "pooling": pooling}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3).eval()
+    transform = build_eval_transform(cfg, [0.5] * 3, [0.25] * 3)
+    image = _noise(90, 70)
+    batch = transform(image).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.allclose(_SplitClassifier(model)(batch), model(batch), atol=1e-5)
+    heat, target = gradcam_map(model, image, transform)
+    assert 0 <= target < 3 and heat.shape == (70, 90) and np.isfinite(heat).all()

@@ -1,10 +1,10 @@
 """Grad-CAM heat maps (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
 Gradient-based Localization", ICCV 2017) for an `EmotionClassifier`, computed by Captum's
-`LayerGradCam` on the feature map the head reads.
+`LayerGradCam` on the deepest feature map the head reads.
 
-`EmotionClassifier.forward_features` already returns a (B, C, h, w) map for every backbone (a
-ViT's patch tokens folded to their grid), so one layer choice serves CNNs and ViTs alike: a thin
-wrapper exposes that map as a module for Captum to hook. The map covers what the model saw (the
+`EmotionClassifier.forward_features` / `forward_levels` return (B, C, h, w) maps for every
+backbone (a ViT's patch tokens folded to their grid), so one layer choice serves CNNs and ViTs
+alike: a thin wrapper passes the deepest map through a module for Captum to hook. The map covers what the model saw (the
 eval transform's resize and centre crop); it is mapped back onto the photo's own pixels, and the
 border the crop cut off stays cold.
 """
@@ -17,25 +17,30 @@ from PIL import Image
 from torch import nn
 
 
-class _Features(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
-
-
 class _SplitClassifier(nn.Module):
-    """model(x) as head(features(x)), with `features` a module Captum can attach its hooks to."""
+    """model(x) with the deepest feature map passed through `features`, an identity module that
+    Captum can attach its hooks to. A head that pools several levels (`model.feature_levels=all`)
+    reads the others unchanged; with several backbones side by side (`a+b`) every member's deepest
+    map is tapped together, so the heat map covers all of them."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.features = _Features(model)
+        self.features = nn.Identity()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.features(x))
+        if self.model.head_pools:
+            return self.model.forward_head(self.features(self.model.forward_features(x)))
+        from emorec.models.pooling import pool_levels
+
+        levels = list(self.model.forward_levels(x))
+        smallest = min(level.shape[-2] * level.shape[-1] for level in levels)
+        deepest = [i for i, level in enumerate(levels) if level.shape[-2] * level.shape[-1] == smallest
+                   and level.shape[-2:] == levels[-1].shape[-2:]]
+        tapped = self.features(torch.cat([levels[i] for i in deepest], dim=1))
+        for i, part in zip(deepest, tapped.split([levels[i].shape[1] for i in deepest], dim=1)):
+            levels[i] = part
+        return self.model.forward_head(pool_levels(levels, self.model.pooling))
 
 
 def _crop_geometry(transform, width: int, height: int) -> tuple[int, int, int, int, int, int]:
