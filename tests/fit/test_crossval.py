@@ -85,3 +85,15 @@ def test_the_leader_is_the_best_cross_validated_probe_unless_a_head_is_a_standar
     only_heads.record(_row("h1", "head", 0.4))
     only_heads.record(_row("h2", "head", 0.5))
     assert only_heads.best()["candidate"] == "h2", "without probes the val score decides"
+
+
+def test_a_head_that_loses_the_lead_to_a_probe_can_get_it_back_and_stays_a_contender(tmp_path):
+    """A better cross-validated probe with a lower val score hands the lead back to the head it
+    displaced: the head must still be a contender (its checkpoint kept), the displaced probe not."""
+    board = Leaderboard(tmp_path / "leaderboard.csv", margin=0.05)
+    board.record(_row("head", "head", 0.64))
+    board.record(_row("probe-a", "logreg", 0.62, 0.55))
+    assert board.best()["candidate"] == "probe-a"
+    board.record(_row("probe-b", "logreg", 0.58, 0.57))
+    assert board.best()["candidate"] == "head", "0.64 >= 0.58 + 0.05"
+    assert {r["candidate"] for r in board.contenders()} == {"head", "probe-b"}

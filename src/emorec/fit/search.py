@@ -509,17 +509,16 @@ class _Search:
 
     def _finish(self, candidate: Candidate, result: dict, run_dir: Path) -> None:
         row = {**candidate.row(), **result}
-        previous = self.board.best()
+        before = {r["candidate"] for r in self.board.contenders()}
         self.board.record(row)
         self.spent[candidate.kind + candidate.head] = float(result.get("seconds", 0.0))
         leader = self.board.best()
-        if leader is not None and leader["candidate"] == candidate.id:
-            self._promote(leader)
-            if previous is not None and previous["candidate"] != candidate.id:
-                _remove_checkpoints(self.candidates_dir / previous["candidate"], keep_best=False)
-            _remove_checkpoints(run_dir, keep_best=True)
-        else:
-            _remove_checkpoints(run_dir, keep_best=False)
+        contenders = {r["candidate"] for r in self.board.contenders()}
+        if leader is not None:
+            self._promote(leader)  # the new row, or an earlier contender the new row handed the lead back to
+        for gone in before - contenders:
+            _remove_checkpoints(self.candidates_dir / gone, keep_best=False)
+        _remove_checkpoints(run_dir, keep_best=candidate.id in contenders)
         self._print(row, leader)
         self.bar.update(1)
 
