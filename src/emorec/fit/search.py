@@ -466,18 +466,13 @@ class _Search:
             probe = ensemble_probe(probes, self._plan([m["set"] for m in members], FeatureSet(
                 ENSEMBLE_TAG, leader["backbone"], leader["feature_levels"], leader["pooling"])))
             what = f"ensemble of linear probes ({', '.join(m['candidate'] for m in members)}), logits averaged"
-        tmp = self.output / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_probe_run(self._config(self.base, LINEAR_HEAD, tmp), cache, probe, tmp,
-                        describe=f"{what}, refit on the train + val images (centre and mirrored views) after "
-                                 f"{leader['candidate']} was chosen by {FOLDS}-fold cross-validation",
-                        extra={"refit": "train+val", "cv_macro_f1": float(leader["cv_macro_f1"]),
-                               "note": "the val images were seen in training: cv_macro_f1 is the estimate"})
-        shutil.copyfile(self.output / "splits.csv", tmp / "manifest.csv")
-        shutil.rmtree(self.best_dir, ignore_errors=True)
-        tmp.rename(self.best_dir)
-        self.state.update(best_dir_of=leader["candidate"], refit_of=leader["candidate"])
-        self._save_state()
+        self._install_best(lambda tmp: write_probe_run(
+            self._config(self.base, LINEAR_HEAD, tmp), cache, probe, tmp,
+            describe=f"{what}, refit on the train + val images (centre and mirrored views) after "
+                     f"{leader['candidate']} was chosen by {FOLDS}-fold cross-validation",
+            extra={"refit": "train+val", "cv_macro_f1": float(leader["cv_macro_f1"]),
+                   "note": "the val images were seen in training: cv_macro_f1 is the estimate"}),
+            best_dir_of=leader["candidate"], refit_of=leader["candidate"])
 
     def _trainer_run(self, candidate: Candidate, run_dir: Path, features=None, base: Config | None = None) -> dict:
         from emorec.training.trainer import train
@@ -601,13 +596,18 @@ class _Search:
         if not (source / "checkpoints" / "best.pt").is_file():
             raise EmorecError(f"the leading candidate's checkpoint is missing: {source}/checkpoints/best.pt; delete "
                               f"its row from {self.output / 'leaderboard.csv'} and run the search again")
+        self._install_best(lambda tmp: shutil.copytree(source, tmp), best_dir_of=leader["candidate"])
+
+    def _install_best(self, write, **state) -> None:
+        """OUTPUT/best/ replaced by what `write` puts in a fresh folder, plus every split as its
+        manifest.csv; built beside it first so an interruption never leaves half a model there."""
         tmp = self.output / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
+        write(tmp)
         shutil.copyfile(self.output / "splits.csv", tmp / "manifest.csv")
         shutil.rmtree(self.best_dir, ignore_errors=True)
         tmp.rename(self.best_dir)
-        self.state["best_dir_of"] = leader["candidate"]
+        self.state.update(state)
         self._save_state()
 
     def _test(self, leader: dict[str, str]) -> dict[str, Any]:
