@@ -51,21 +51,24 @@ class Leaderboard:
         """The rows that are or may become the leader: the best cross-validated probe and the best
         val-only row. Adding rows can hand the lead from one to the other and back, so both keep
         their checkpoints; no other row can ever lead again."""
-        finished = [r for r in self.rows if r["status"] == DONE and _number(r["val_macro_f1"]) is not None]
-        measured = [r for r in finished if _number(r.get("cv_macro_f1")) is not None]
-        anchor = max(measured, key=lambda r: _number(r["cv_macro_f1"]), default=None)
-        by_val = max((r for r in finished if r not in measured), key=lambda r: _number(r["val_macro_f1"]), default=None)
-        return [r for r in (anchor, by_val) if r is not None]
+        return [r for r in self._anchor_and_challenger() if r is not None]
 
     def best(self) -> dict[str, str] | None:
         """The leader (module docstring); on a tie the earlier, cheaper row."""
-        contenders = self.contenders()
-        anchor = next((r for r in contenders if _number(r.get("cv_macro_f1")) is not None), None)
-        by_val = next((r for r in contenders if _number(r.get("cv_macro_f1")) is None), None)
-        if anchor is None or (by_val is not None and
-                              _number(by_val["val_macro_f1"]) >= _number(anchor["val_macro_f1"]) + self.margin):
-            return by_val
+        anchor, challenger = self._anchor_and_challenger()
+        if anchor is None or (challenger is not None and _number(challenger["val_macro_f1"])
+                              >= _number(anchor["val_macro_f1"]) + self.margin):
+            return challenger
         return anchor
+
+    def _anchor_and_challenger(self) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+        """(the best row by cv_macro_f1, the best row without one by val_macro_f1); either may be None."""
+        finished = [r for r in self.rows if r["status"] == DONE and _number(r["val_macro_f1"]) is not None]
+        measured = [r for r in finished if _number(r.get("cv_macro_f1")) is not None]
+        anchor = max(measured, key=lambda r: _number(r["cv_macro_f1"]), default=None)
+        challenger = max((r for r in finished if r not in measured), key=lambda r: _number(r["val_macro_f1"]),
+                         default=None)
+        return anchor, challenger
 
 
 def _number(text) -> float | None:
