@@ -34,9 +34,8 @@ class _SplitClassifier(nn.Module):
         from emorec.models.pooling import pool_levels
 
         levels = list(self.model.forward_levels(x))
-        smallest = min(level.shape[-2] * level.shape[-1] for level in levels)
-        deepest = [i for i, level in enumerate(levels) if level.shape[-2] * level.shape[-1] == smallest
-                   and level.shape[-2:] == levels[-1].shape[-2:]]
+        # every map the size of the last level: the deepest stage of each backbone in a group
+        deepest = [i for i, level in enumerate(levels) if level.shape[-2:] == levels[-1].shape[-2:]]
         tapped = self.features(torch.cat([levels[i] for i in deepest], dim=1))
         for i, part in zip(deepest, tapped.split([levels[i].shape[1] for i in deepest], dim=1)):
             levels[i] = part
