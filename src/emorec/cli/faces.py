@@ -1,4 +1,4 @@
-"""`emorec predict --faces`: one row per face, optional annotated copies (called by cli/serve.py)."""
+"""`emorec predict --faces`: one row per face, optional annotated copies (called by cli/predict.py)."""
 
 from __future__ import annotations
 

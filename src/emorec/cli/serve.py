@@ -1,100 +1,55 @@
-"""CLI: `emorec predict` (label images) and `emorec export` (ONNX / TorchScript)."""
+"""CLI: `emorec serve` (HTTP API and web page for a model)."""
 
 from __future__ import annotations
 
-import sys
-
-from emorec.data.views import TTA_MODES
-
 
 def register(sub) -> None:
+    from emorec.serving.uploads import DEFAULT_MAX_PIXELS
+
     p = sub.add_parser(
-        "predict",
-        help="predict emotions for images with a run directory, checkpoint or exported .onnx model",
-        description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image files, folders (recursive) or CSV manifests with a 'path' column.",
+        "serve",
+        help="serve a model over HTTP: JSON API, web page, metrics",
+        description="MODEL: exported .onnx file, run directory or .pt checkpoint. The default backend is ONNX Runtime "
+                    "(no torch); a run directory without RUN_DIR/export/model.onnx is exported first. "
+                    "Page at /, API docs at /docs, Prometheus metrics at /metrics.",
     )
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("inputs", metavar="INPUT", nargs="+")
-    p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
-    p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
-    p.add_argument("--tta", action="store_true",
-                   help="average over views (slower, usually a little better), in the model's eval.tta_mode")
-    p.add_argument("--tta-mode", choices=TTA_MODES,
-                   help="average over views in this mode (implies --tta): views (flip and zoomed crops) or "
-                        "ten-crop (centre + corners of the resized image and their mirrors)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
-    p.add_argument("--faces", action="store_true",
-                   help="photos for a face-trained model: detect every face, classify each crop; one row per face "
-                        "(path, face, x1, y1, x2, y2, det_score, labels...), label no_face for a photo without one")
-    p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
-    p.add_argument("--margin", type=float, default=0.2, help="with --faces: margin around each face box, as a share of its side (default: 0.2)")
-    p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR")
-    p.set_defaults(func=run_predict)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; any other needs --api-key)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default: 1)")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="onnx (default, torch-free) or torch (a run directory; needed for /v1/explain)")
+    p.add_argument("--api-key", default=None,
+                   help="key every /v1 route requires ('Authorization: Bearer KEY'); default: $EMOREC_API_KEY")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body (default: 10)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                   help=f"largest image, read from its header before decoding (default: {DEFAULT_MAX_PIXELS / 1e6:g})")
+    p.add_argument("--max-images", type=int, default=16, help="images per request (default: 16)")
+    p.add_argument("--max-batch", type=int, default=16, help="images per forward pass; 1 turns micro-batching off (default: 16)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default: 5)")
+    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per forward pass (default: all cores)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run_serve)
 
-    e = sub.add_parser(
-        "export",
-        help="export a run's model to ONNX and/or TorchScript, verified against PyTorch",
-        description="Writes RUN_DIR/export/model.onnx (dynamic batch), model.torchscript.pt and model.json (labels, preprocessing).",
+
+def run_serve(args) -> int:
+    import os
+
+    from emorec.serving.backend import onnx_path_for, open_backend
+    from emorec.serving.server import API_KEY_ENV, ServeSettings, check_settings, serve
+
+    model = args.model
+    settings = ServeSettings(
+        model=model, backend=args.backend, host=args.host, port=args.port, workers=args.workers,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, max_upload_mb=args.max_upload_mb,
+        max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_images, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, device=args.device, threads=args.threads, log_level=args.log_level,
     )
-    e.add_argument("run_dir", metavar="RUN_DIR", help="run directory or checkpoint file")
-    e.add_argument("--format", choices=["onnx", "torchscript", "all"], default="onnx")
-    e.add_argument("--output", metavar="DIR", help="write here instead of RUN_DIR/export/")
-    e.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |logit difference| (default: 1e-3)")
-    e.set_defaults(func=run_export)
-
-
-def run_predict(args) -> int:
-    from pathlib import Path
-
-    from emorec.errors import EmorecError
-    from emorec.serving.predict import Failure, PredictionWriter, collect_inputs, format_prediction, open_predictor, predict_paths
-
-    if args.top_k < 1:
-        raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.output and Path(args.output).suffix.lower() not in (".csv", ".jsonl"):
-        raise EmorecError(f"--output {args.output} must end in .csv or .jsonl")
-    if args.annotate and not args.faces:
-        raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
-    paths, failures = collect_inputs(args.inputs)
-    if not paths and not failures:
-        raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
-    predictor = open_predictor(args.model, args.device)
-    if args.faces:
-        from emorec.cli.faces import run_predict_faces
-
-        return run_predict_faces(args, predictor, paths, failures, str(getattr(predictor, "device", "cpu")))
-    writer = PredictionWriter(args.output, args.top_k) if args.output else None
-    width = min(60, max((len(str(p)) for p in paths), default=10))
-    written = 0
-    try:
-        for item in predict_paths(predictor, paths, args.top_k, args.tta_mode or args.tta, args.batch_size):
-            if isinstance(item, Failure):
-                failures.append(item)
-                continue
-            written += 1
-            if writer:
-                writer.write(item)
-            else:
-                print(format_prediction(item, width))
-    finally:
-        if writer:
-            writer.close()
-    for failure in failures:
-        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
-    where = f" to {args.output}" if args.output else ""
-    print(f"predicted {written} images{where}; skipped {len(failures)} unreadable", file=sys.stderr)
-    return 0 if written else 2
-
-
-def run_export(args) -> int:
-    from emorec.serving.export import FORMATS, export_run
-
-    formats = FORMATS if args.format == "all" else (args.format,)
-    results = export_run(args.run_dir, formats, args.output, args.tolerance)
-    for result in results:
-        print(result.line())
-    diff = results[0].extra.get("preprocess_max_abs_diff")
-    if diff is not None:
-        print(f"PIL+numpy preprocessing vs torchvision: max |diff| {diff:.2e}")
+    check_settings(settings)  # before loading anything: a refused --host should fail at once
+    if settings.backend == "onnx":
+        settings.model = str(onnx_path_for(model))  # exports a run once; workers then load the file
+    # Load here so a bad model is a one-line error before the port opens; workers load their own.
+    backend = open_backend(settings.model, settings.backend, settings.device, settings.threads) if settings.workers == 1 else None
+    serve(settings, backend)
     return 0

@@ -1,0 +1,76 @@
+"""CLI: `emorec predict` (label images, or every face in them, with a trained model)."""
+
+from __future__ import annotations
+
+import sys
+
+from emorec.data.views import TTA_MODES
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict emotions for images with a run directory, checkpoint or exported .onnx model",
+        description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image files, folders (recursive) or CSV manifests with a 'path' column.",
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("inputs", metavar="INPUT", nargs="+")
+    p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
+    p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
+    p.add_argument("--tta", action="store_true",
+                   help="average over views (slower, usually a little better), in the model's eval.tta_mode")
+    p.add_argument("--tta-mode", choices=TTA_MODES,
+                   help="average over views in this mode (implies --tta): views (flip and zoomed crops) or "
+                        "ten-crop (centre + corners of the resized image and their mirrors)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
+    p.add_argument("--faces", action="store_true",
+                   help="photos for a face-trained model: detect every face, classify each crop; one row per face "
+                        "(path, face, x1, y1, x2, y2, det_score, labels...), label no_face for a photo without one")
+    p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
+    p.add_argument("--margin", type=float, default=0.2, help="with --faces: margin around each face box, as a share of its side (default: 0.2)")
+    p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from pathlib import Path
+
+    from emorec.errors import EmorecError
+    from emorec.serving.predict import Failure, PredictionWriter, collect_inputs, format_prediction, open_predictor, predict_paths
+
+    if args.top_k < 1:
+        raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".jsonl"):
+        raise EmorecError(f"--output {args.output} must end in .csv or .jsonl")
+    if args.annotate and not args.faces:
+        raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
+    paths, failures = collect_inputs(args.inputs)
+    if not paths and not failures:
+        raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
+    predictor = open_predictor(args.model, args.device)
+    if args.faces:
+        from emorec.cli.faces import run_predict_faces
+
+        return run_predict_faces(args, predictor, paths, failures, str(getattr(predictor, "device", "cpu")))
+    writer = PredictionWriter(args.output, args.top_k) if args.output else None
+    width = min(60, max((len(str(p)) for p in paths), default=10))
+    written = 0
+    try:
+        for item in predict_paths(predictor, paths, args.top_k, args.tta_mode or args.tta, args.batch_size):
+            if isinstance(item, Failure):
+                failures.append(item)
+                continue
+            written += 1
+            if writer:
+                writer.write(item)
+            else:
+                print(format_prediction(item, width))
+    finally:
+        if writer:
+            writer.close()
+    for failure in failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    where = f" to {args.output}" if args.output else ""
+    print(f"predicted {written} images{where}; skipped {len(failures)} unreadable", file=sys.stderr)
+    return 0 if written else 2
