@@ -74,3 +74,76 @@ def test_largest_face_is_the_subject():
     small, big = Face((0, 0, 10, 10), 0.99), Face((50, 50, 90, 100), 0.91)
     assert largest_face([small, big]) is big
     assert largest_face([]) is None
+
+
+class _ScriptedMTCNN:
+    """Stands in for facenet-pytorch's MTCNN: returns fixed boxes and records what it was shown."""
+
+    def __init__(self, boxes):
+        self.boxes, self.seen = boxes, []
+
+    def detect(self, image, landmarks=True):
+        import numpy as np
+
+        self.seen.append(image)
+        marks = [[(b[0], b[1])] * 5 for b in self.boxes]
+        return np.array(self.boxes, dtype=float), np.ones(len(self.boxes)), np.array(marks, dtype=float)
+
+
+def _scripted(boxes):
+    from emorec.faces.detect import MTCNNDetector
+
+    detector = MTCNNDetector.__new__(MTCNNDetector)
+    detector.mtcnn, detector.min_score, detector.min_face_size = _ScriptedMTCNN(boxes), 0.9, 20
+    return detector
+
+
+def test_a_box_with_nothing_left_inside_the_photo_is_dropped_and_others_are_clipped():
+    detector = _scripted([(-50, 10, -5, 60), (20, 30, 60, 80), (90, 10, 140, 50), (100, 200, 140, 260)])
+    faces = detector.detect(Image.new("RGB", (120, 100)))
+    # Left of the photo and below it: zero area after clipping, dropped (not a 1 x 1 crop).
+    assert [f.box for f in faces] == [(20.0, 30.0, 60.0, 80.0), (90.0, 10.0, 120.0, 50.0)]
+
+
+@pytest.mark.parametrize("make_detector", ["mtcnn", "haar"])
+def test_transparent_pixels_reach_the_detector_as_white(make_detector):
+    photo = Image.new("RGBA", (80, 60), (0, 0, 0, 0))  # fully transparent black: white once composited
+    if make_detector == "mtcnn":
+        detector = _scripted([])
+        detector.detect(photo)
+        seen = detector.mtcnn.seen[0]
+    else:
+        detector = create_detector("haar")
+        seen = []
+        real = detector.cascade
+
+        class Recording:
+            def detectMultiScale(self, gray, **kwargs):
+                seen.append(Image.fromarray(gray))
+                return real.detectMultiScale(gray, **kwargs)
+
+        detector.cascade = Recording()
+        detector.detect(photo)
+        seen = seen[0]
+    assert min(seen.convert("L").getextrema()) == 255
+
+
+def test_detection_on_a_large_photo_runs_scaled_down_and_boxes_come_back_in_its_pixels(mtcnn):
+    from emorec.faces.detect import detect_faces
+
+    photo = shipped_photo("astronaut")  # 512 x 512
+    big = photo.resize((2048, 2048), Image.Resampling.BICUBIC)
+    shown = []
+    real_detect = mtcnn.detect
+
+    class Spy:
+        def detect(self, image):
+            shown.append(image.size)
+            return real_detect(image)
+
+    faces = detect_faces(Spy(), big, detect_size=600)
+    assert shown == [(600, 600)]
+    assert len(faces) == 1
+    assert box_iou(faces[0].box, tuple(4 * v for v in ASTRONAUT_FACE)) > 0.6
+    assert all(0 <= x <= 2048 and 0 <= y <= 2048 for x, y in faces[0].landmarks.values())
+    assert detect_faces(Spy(), photo, detect_size=600) and shown[-1] == (512, 512)  # small photos as they are

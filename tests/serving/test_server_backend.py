@@ -34,7 +34,7 @@ def test_both_backends_give_the_same_probabilities(served_run):
 
     from emorec.serving.uploads import decode_upload
 
-    image = decode_upload(jpeg_bytes(seed=5))
+    image = decode_upload(jpeg_bytes(seed=5)).image
     onnx = open_backend(served_run, "onnx").predict_images([image])
     torch_probs = open_backend(served_run, "torch").predict_images([image])
     assert onnx.shape == (1, 4) and onnx == pytest.approx(torch_probs, abs=1e-4)

@@ -20,15 +20,32 @@ def _status(data: bytes, **kwargs) -> int:
 
 
 def test_a_jpeg_decodes_to_rgb_and_large_ones_are_drafted_down():
-    image = decode_upload(jpeg_bytes(size=(800, 600)), "a.jpg", min_size=64)
-    assert image.mode == "RGB"
-    assert 64 <= min(image.size) < 600  # DCT scaling: decoded at 1/8 .. 1/2, never below min_size
+    decoded = decode_upload(jpeg_bytes(size=(800, 600)), "a.jpg", min_size=64)
+    assert decoded.image.mode == "RGB"
+    assert 64 <= min(decoded.image.size) < 600  # DCT scaling: decoded at 1/8 .. 1/2, never below min_size
+    assert decoded.full_size == (800, 600)  # what coordinates are reported in
+    sx, sy = decoded.scale
+    assert sx == pytest.approx(800 / decoded.image.width) and sx > 1 and sy > 1
+
+
+def test_an_exif_rotated_upload_is_upright_and_its_full_size_turned_too():
+    buf = io.BytesIO()
+    stored = Image.new("RGB", (800, 400), (0, 0, 0))
+    stored.paste((255, 255, 255), (0, 0, 400, 400))  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
+    stored.save(buf, format="JPEG", exif=exif)
+    decoded = decode_upload(buf.getvalue(), "phone.jpg", min_size=100)
+    assert decoded.full_size == (400, 800)
+    assert decoded.image.width < decoded.image.height
+    top = decoded.image.crop((0, 0, decoded.image.width, decoded.image.height // 4))
+    assert min(top.convert("L").getextrema()) > 200  # the white half is on top
 
 
 def test_png_with_alpha_becomes_rgb_on_white():
     buf = io.BytesIO()
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(buf, format="PNG")
-    assert decode_upload(buf.getvalue(), "a.png").getpixel((0, 0)) == (255, 255, 255)
+    assert decode_upload(buf.getvalue(), "a.png").image.getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding(monkeypatch):
@@ -63,9 +80,10 @@ def test_truncated_and_corrupt_files_are_400():
     assert _status(corrupt) == 400
 
 
-@pytest.mark.parametrize("kind", ["image/jpeg", "image/png; charset=binary", "application/octet-stream", None, ""])
-def test_image_and_plain_byte_content_types_pass(kind):
-    check_content_type(kind, "a")
+@pytest.mark.parametrize("kind, media_type", [("image/jpeg", "image/jpeg"), ("image/PNG; charset=binary", "image/png"),
+                                              ("application/octet-stream", "application/octet-stream"), (None, ""), ("", "")])
+def test_image_and_plain_byte_content_types_pass(kind, media_type):
+    assert check_content_type(kind, "a") == media_type
 
 
 @pytest.mark.parametrize("kind", ["text/plain", "application/json", "text/html", "application/pdf"])

@@ -13,6 +13,7 @@ import math
 
 from PIL import Image
 
+from emorec.data.imageio import to_rgb
 from emorec.faces.detect import Face, largest_face
 
 
@@ -39,7 +40,7 @@ def crop_face(image: Image.Image, face: Face, margin: float = 0.2) -> Image.Imag
     half = size / 2.0
     data = (cos, -sin, cx - cos * half + sin * half,
             sin, cos, cy - sin * half - cos * half)
-    return image.convert("RGB").transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+    return to_rgb(image).transform((size, size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
 
 
 def crop_largest_face(image: Image.Image, detector, margin: float = 0.2) -> Image.Image | None:

@@ -24,8 +24,11 @@ from typing import Callable, Protocol
 import numpy as np
 from PIL import Image
 
+from emorec.data.imageio import to_rgb
 from emorec.errors import EmorecError
 
+# The shorter side a detector sees at most (`detect_faces`); `emorec serve --face-detect-size`.
+DETECT_SIZE = 1280
 # MTCNN's landmark order (facenet-pytorch): the eye on the left of the photo first.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -44,6 +47,12 @@ class Face:
         x1, y1, x2, y2 = self.box
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
+    def scaled(self, sx: float, sy: float) -> Face:
+        """The same face in an image `sx` times wider and `sy` times taller."""
+        x1, y1, x2, y2 = self.box
+        marks = None if self.landmarks is None else {k: (x * sx, y * sy) for k, (x, y) in self.landmarks.items()}
+        return Face((x1 * sx, y1 * sy, x2 * sx, y2 * sy), self.score, marks)
+
 
 class FaceDetector(Protocol):
     def detect(self, image: Image.Image) -> list[Face]: ...
@@ -52,6 +61,15 @@ class FaceDetector(Protocol):
 def _clip_box(box, width: int, height: int) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in box)
     return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+
+
+def _clipped_face(box, width: int, height: int, score: float, landmarks=None) -> Face | None:
+    """The face with its box clipped to the photo; None when nothing of it is left inside (a box
+    off the edge would otherwise reach the classifier as a 1 x 1 crop)."""
+    clipped = _clip_box(box, width, height)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None
+    return Face(clipped, score, landmarks)
 
 
 def _reading_order(faces: list[Face]) -> list[Face]:
@@ -75,7 +93,7 @@ class MTCNNDetector:
         self.min_face_size = min_face_size
 
     def detect(self, image: Image.Image) -> list[Face]:
-        image = image.convert("RGB")
+        image = to_rgb(image)  # transparency onto white, as everywhere else
         width, height = image.size
         if min(width, height) < self.min_face_size:
             return []  # MTCNN's image pyramid is empty below its smallest face
@@ -87,8 +105,8 @@ class MTCNNDetector:
             if score is None or score < self.min_score:
                 continue
             landmarks = {name: (float(x), float(y)) for name, (x, y) in zip(LANDMARK_NAMES, marks)}
-            faces.append(Face(_clip_box(box, width, height), float(score), landmarks))
-        return _reading_order(faces)
+            faces.append(_clipped_face(box, width, height, float(score), landmarks))
+        return _reading_order([f for f in faces if f is not None])
 
 
 class HaarDetector:
@@ -112,12 +130,12 @@ class HaarDetector:
         self.scale_factor, self.min_neighbors, self.min_face_size = scale_factor, min_neighbors, min_face_size
 
     def detect(self, image: Image.Image) -> list[Face]:
-        gray = np.asarray(image.convert("L"))
+        gray = np.asarray(to_rgb(image).convert("L"))
         found = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                                               minSize=(self.min_face_size, self.min_face_size))
         width, height = image.size
-        faces = [Face(_clip_box((x, y, x + w, y + h), width, height), 1.0) for x, y, w, h in found]
-        return _reading_order(faces)
+        faces = [_clipped_face((x, y, x + w, y + h), width, height, 1.0) for x, y, w, h in found]
+        return _reading_order([f for f in faces if f is not None])
 
 
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
@@ -131,6 +149,27 @@ def create_detector(name: str = "mtcnn", device: str = "cpu") -> FaceDetector:
     if name not in DETECTORS:
         raise EmorecError(f"unknown face detector '{name}'; choose one of {', '.join(DETECTORS)}")
     return DETECTORS[name](device=device)
+
+
+def detect_faces(detector: FaceDetector, image: Image.Image, detect_size: int | None = DETECT_SIZE) -> list[Face]:
+    """Faces in `image`'s own pixels, found on a copy whose shorter side is at most `detect_size`.
+
+    A detector's cost grows with the pixels it scans, while faces large enough to classify stay
+    findable at a shorter side near 1,000-1,600 px; so a 12 MP phone photo is scaled down for
+    detection and the boxes are scaled back up. None: detect at the image's own size.
+    """
+    width, height = image.size
+    factor = 1.0 if not detect_size else detect_size / min(width, height)
+    if factor >= 1.0:
+        return detector.detect(image)
+    small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BILINEAR,
+                         reducing_gap=2.0)
+    sx, sy = width / small.width, height / small.height
+    faces = []
+    for face in detector.detect(small):
+        big = face.scaled(sx, sy)
+        faces.append(_clipped_face(big.box, width, height, big.score, big.landmarks))
+    return [f for f in faces if f is not None]
 
 
 def largest_face(faces: list[Face]) -> Face | None:
