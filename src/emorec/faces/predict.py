@@ -18,34 +18,45 @@ from PIL import Image
 
 from emorec.errors import EmorecError
 from emorec.faces.crop import crop_face
-from emorec.faces.detect import FaceDetector
+from emorec.faces.detect import DETECT_SIZE, Face, FaceDetector, detect_faces
 from emorec.serving.predict import Failure, PredictionWriter
 
 NO_FACE = "no_face"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 
 
-def predict_faces(predictor, image: Image.Image, detector: FaceDetector, top_k: int = 3, *,
-                  margin: float = 0.2, tta: bool = False) -> list[dict]:
+def predict_faces(predictor, image: Image.Image, detector: FaceDetector, top_k: int = 3, *, margin: float = 0.2,
+                  tta: bool = False, detect_size: int | None = DETECT_SIZE, scale: tuple[float, float] = (1.0, 1.0)) -> list[dict]:
     """One dict per face, left to right: `{"box": [x1, y1, x2, y2], "det_score": float,
     "top_k": [{"label": str, "probability": float}, ...]}` (most probable first); [] without faces.
 
     `predictor` is anything with `predict_images(list[PIL.Image]) -> (N, K) probabilities` and
-    `labels` (e.g. `serving.predict.open_predictor(...)`).
+    `labels` (e.g. `serving.predict.open_predictor(...)`). Detection runs on a copy whose shorter
+    side is at most `detect_size`; crops are cut from `image` itself; boxes are reported in
+    `image`'s pixels times `scale` (a reduced decode's `Decoded.scale` gives the photo's own).
     """
-    faces = detector.detect(image)
+    faces = detect_faces(detector, image, detect_size)
     if not faces:
         return []
-    crops = [crop_face(image, face, margin) for face in faces]
+    crops = face_crops(image, faces, margin)
     probs = predictor.predict_images(crops, tta=True) if tta else predictor.predict_images(crops)
-    k = max(1, min(top_k, len(predictor.labels)))
+    return face_results(faces, probs, predictor.labels, top_k, scale)
+
+
+def face_crops(image: Image.Image, faces: list[Face], margin: float = 0.2) -> list[Image.Image]:
+    return [crop_face(image, face, margin) for face in faces]
+
+
+def face_results(faces: list[Face], probs, labels: list[str], top_k: int, scale: tuple[float, float] = (1.0, 1.0)) -> list[dict]:
+    """`predict_faces`'s dicts from the faces and their crops' probabilities (N, K)."""
+    k = max(1, min(top_k, len(labels)))
     results = []
     for face, p in zip(faces, np.asarray(probs)):
         order = np.argsort(-p)[:k]
         results.append({
-            "box": [float(v) for v in face.box],
+            "box": [float(v) for v in face.scaled(*scale).box],
             "det_score": float(face.score),
-            "top_k": [{"label": predictor.labels[i], "probability": float(p[i])} for i in order],
+            "top_k": [{"label": labels[i], "probability": float(p[i])} for i in order],
         })
     return results
 
