@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from emorec.errors import EmorecError
+from emorec.models.pooling import pooling_factor
+from emorec.models.timm_backbone import create_timm_backbone, feature_map, timm_level_channels, timm_levels
 
 SEPARATOR = "+"
 _NORMALISATION = ("mean", "std")
@@ -75,28 +77,21 @@ class BackboneGroup(nn.Module):
         self.pretrained_cfg = _shared_data_config(members, names)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        from emorec.models.backbone import feature_map
-
         return _stack([feature_map(m, x) for m in self.members])
 
     def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every member's levels (`backbone.backbone_levels`), member after member."""
-        from emorec.models.backbone import backbone_levels
-
-        return [level for m in self.members for level in backbone_levels(m, x)]
+        """Every member's levels (`timm_backbone.timm_levels`), member after member."""
+        return [level for m in self.members for level in timm_levels(m, x)]
 
     def stage_channels(self) -> list[int]:
-        from emorec.models.backbone import level_channels
-
-        return [c for m in self.members for c in level_channels(m)]
+        return [c for m in self.members for c in timm_level_channels(m)]
 
 
 def create_group(name: str, pretrained: bool, weights, drop_path_rate: float) -> BackboneGroup:
-    from emorec.models.backbone import create_backbone
-
+    """The members of 'a+b' built one by one (each a single timm model: groups do not nest)."""
     names = member_names(name)
     files = member_weights(name, weights)
-    return BackboneGroup([create_backbone(n, pretrained, w, drop_path_rate) for n, w in zip(names, files)], names)
+    return BackboneGroup([create_timm_backbone(n, pretrained, w, drop_path_rate) for n, w in zip(names, files)], names)
 
 
 def group_columns(member_channels: list[list[int]], feature_levels: str, pooling: str) -> list[tuple[int, list[int]]]:
@@ -104,8 +99,6 @@ def group_columns(member_channels: list[list[int]], feature_levels: str, pooling
     in order, given each member's level channels. With every level, or one value per channel,
     the group's vector is the members' vectors in turn; the last level with mean + std is one map
     of all members' channels, so all means come before all stds."""
-    from emorec.models.pooling import pooling_factor
-
     factor = pooling_factor(pooling)
     if feature_levels == "all" or factor == 1:
         widths = [factor * (sum(ch) if feature_levels == "all" else ch[-1]) for ch in member_channels]
