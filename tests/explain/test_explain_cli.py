@@ -1,7 +1,9 @@
-"""`emorec explain`: an overlay per image at the image's size, a grid of them, `--class`, and
-one-line refusals for what cannot be explained."""
+"""`emorec explain`: an overlay per image at the image's size, a grid of them, `--class`,
+unreadable images skipped and reported, and one-line refusals for what cannot be explained."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -24,6 +26,28 @@ def test_writes_an_overlay_per_image_and_a_grid(fake_run, tiny_dataset, tmp_path
     assert Image.open(out / "explanations.png").size[0] > 300
     printed = capsys.readouterr().out
     assert "predicted" in printed and "heat map of" in printed
+
+
+def test_a_corrupt_and_a_missing_image_are_reported_through_load_or_failure(fake_run, tiny_dataset, tmp_path, monkeypatch):
+    import emorec.explain.explain as explain
+    from emorec.data.inputs import Failure, load_or_failure
+
+    seen = []
+
+    def spy(path, min_size=None):
+        result = load_or_failure(path, min_size)
+        seen.append((Path(path).name, isinstance(result, Failure)))
+        return result
+
+    monkeypatch.setattr(explain, "load_or_failure", spy)
+    good = next((tiny_dataset / "awe").iterdir())
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    listed = tmp_path / "list.csv"  # a CSV may name a file that is gone: only decoding finds out
+    listed.write_text(f"path\n{good}\ncorrupt.jpg\nmissing.jpg\n")
+    result = explain.explain_images(fake_run, [listed], tmp_path / "explained", device="cpu")
+    assert [e.path for e in result.explanations] == [str(good)]
+    assert [f.path for f in result.failures] == [str(tmp_path / "corrupt.jpg"), str(tmp_path / "missing.jpg")]
+    assert seen == [(good.name, False), ("corrupt.jpg", True), ("missing.jpg", True)]
 
 
 def test_class_option_explains_the_named_class(fake_run, tiny_dataset, tmp_path):

@@ -1,10 +1,12 @@
 """`evaluate --faces`: each labelled photo is scored by its largest face; a photo without a face
-is skipped and counted, and the report shows the explained mistakes."""
+(or one that cannot be read) is skipped and counted, and the report shows the explained mistakes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import torch
 from face_photos import fer_faces, shipped_photo, textured_background
 from PIL import Image
 
@@ -29,6 +31,30 @@ def test_the_largest_face_is_the_one_classified(fer2013, tmp_path):
     crop, target, _ = dataset[0]
     assert target == 0
     assert crop.width > 150  # the 200 px face plus margin, not the 90 px one
+
+
+def test_a_corrupt_and_a_missing_photo_are_skipped_and_counted_through_load_or_failure(tmp_path, monkeypatch):
+    import emorec.faces.dataset as face_dataset
+    from emorec.data.dataset import collate_indexed
+    from emorec.data.inputs import Failure, load_or_failure
+
+    seen = []
+
+    def spy(path, min_size=None):
+        result = load_or_failure(path, min_size)
+        seen.append((Path(path).name, isinstance(result, Failure)))
+        return result
+
+    monkeypatch.setattr(face_dataset, "load_or_failure", spy)
+    shipped_photo("astronaut").save(tmp_path / "astronaut.png")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    samples = [Sample(str(tmp_path / name), "happy") for name in ("corrupt.jpg", "astronaut.png", "missing.jpg")]
+    dataset = FaceCropDataset(samples, LabelMap(["happy"]), transform=lambda im: torch.zeros(3, 8, 8), detector="haar")
+    items = [dataset[i] for i in range(len(dataset))]
+    assert items[0] is None and items[2] is None and items[1][2] == 1
+    images, targets, indices, skipped = collate_indexed(items)
+    assert indices.tolist() == [1] and skipped == 2  # what the evaluation reports as skipped
+    assert seen == [("corrupt.jpg", True), ("astronaut.png", False), ("missing.jpg", True)]
 
 
 def test_evaluate_faces_scores_photos_by_their_largest_face(face_run, fer2013, tmp_path, capsys):

@@ -12,6 +12,7 @@ from face_photos import FER_LABELS, shipped_photo
 from PIL import Image
 
 from emorec.cli import main
+from emorec.data.inputs import Failure
 from emorec.faces.detect import Face
 from emorec.faces.predict import predict_faces
 
@@ -118,3 +119,27 @@ def test_annotate_without_faces_is_refused(face_run, photos, tmp_path, capsys):
 def test_an_unknown_detector_is_refused(face_run, photos, capsys):
     assert main(["predict", str(face_run), str(photos), "--faces", "--detector", "yolo", "--device", "cpu"]) == 2
     assert "mtcnn, haar" in capsys.readouterr().err
+
+
+def test_a_corrupt_and_a_missing_photo_are_failures_in_their_place_through_load_or_failure(tmp_path, monkeypatch):
+    import emorec.faces.predict as face_predict
+    from emorec.data.inputs import load_or_failure
+    from emorec.faces.predict import PhotoFaces, predict_face_paths
+
+    seen = []
+
+    def spy(path, min_size=None):
+        result = load_or_failure(path, min_size)
+        seen.append((path.name, isinstance(result, Failure)))
+        return result
+
+    monkeypatch.setattr(face_predict, "load_or_failure", spy)
+    good, corrupt, missing = tmp_path / "good.png", tmp_path / "corrupt.jpg", tmp_path / "missing.jpg"
+    Image.new("RGB", (80, 60), "white").save(good)
+    corrupt.write_bytes(b"\xff\xd8 not a jpeg")
+    face = Face((10, 10, 50, 50), 0.9)
+    items = list(predict_face_paths(BrightnessPredictor(), [corrupt, good, missing], FixedDetector([face])))
+    assert [type(item) for item in items] == [Failure, PhotoFaces, Failure]
+    assert [item.path for item in items] == [str(corrupt), str(good), str(missing)]
+    assert "file not found" in items[2].reason and len(items[1].faces) == 1
+    assert seen == [("corrupt.jpg", True), ("good.png", False), ("missing.jpg", True)]

@@ -1,8 +1,13 @@
-"""Feature extraction decodes images the way evaluation does."""
+"""Feature extraction decodes images the way evaluation does, and skips and counts the ones it
+cannot read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import emorec.data.imageio as imageio
+from emorec.data.inputs import Failure, load_or_failure
+from emorec.data.manifest import Manifest, Sample
 from emorec.data.transforms import eval_resize_size
 from emorec.features.extract import extract_features
 
@@ -21,3 +26,25 @@ def test_jpegs_are_decoded_at_the_eval_resize_size_not_the_crop_size(tiny_datase
     extract_features(tiny_dataset, "test_efficientnet", pretrained=False, image_size=32, augmented_views=1,
                      grid=0, cache_dir=tmp_path / "cache", num_workers=0, progress=False, log=lambda _: None)
     assert len(asked) == 48 and set(asked) == {eval_resize_size(32)} == {36}
+
+
+def test_a_corrupt_and_a_missing_image_are_skipped_and_counted_through_load_or_failure(tiny_dataset, tmp_path,
+                                                                                          monkeypatch):
+    import emorec.features.extract as extract
+
+    seen = []
+
+    def spy(path, min_size=None):
+        result = load_or_failure(path, min_size)
+        seen.append((Path(path).name, isinstance(result, Failure)))
+        return result
+
+    monkeypatch.setattr(extract, "load_or_failure", spy)
+    paths = [sorted((tiny_dataset / label).iterdir())[0] for label in ("anger", "awe", "fear")]
+    manifest = Manifest([Sample(str(p), p.parent.name, "train") for p in paths], str(tiny_dataset))
+    paths[0].write_bytes(b"\xff\xd8 not a jpeg")
+    paths[1].unlink()  # gone after the manifest was read, as in a long run
+    cache = extract_features(manifest, "test_efficientnet", pretrained=False, image_size=32, grid=0,
+                             cache_dir=tmp_path / "cache", num_workers=0, progress=False, log=lambda _: None)
+    assert cache.index["stats"]["skipped"] == 2 and cache.split("train").valid.tolist() == [False, False, True]
+    assert sorted(seen) == sorted([(paths[0].name, True), (paths[1].name, True), (paths[2].name, False)])

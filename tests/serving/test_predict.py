@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from emorec.cli import main
+from emorec.data.inputs import collect_inputs
 from emorec.serving.export import export_run
-from emorec.serving.predict import collect_inputs, predict
+from emorec.serving.predict import predict
 
 
 def _folder_with_a_corrupt_file(tiny_dataset):

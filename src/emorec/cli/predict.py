@@ -36,8 +36,10 @@ def register(sub) -> None:
 def run_predict(args) -> int:
     from pathlib import Path
 
+    from emorec.data.inputs import Failure, collect_inputs
     from emorec.errors import EmorecError
-    from emorec.serving.predict import Failure, PredictionWriter, collect_inputs, format_prediction, open_predictor, predict_paths
+    from emorec.prediction_rows import PredictionWriter, format_prediction
+    from emorec.serving.predict import open_predictor, predict_paths
 
     if args.top_k < 1:
         raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emorec.data.inputs import Failure, collect_inputs, load_or_failure
 from emorec.errors import EmorecError
 
 GRID_NAME = "explanations.png"
@@ -28,7 +29,7 @@ class Explanation:
 @dataclass
 class ExplainResult:
     explanations: list[Explanation]
-    failures: list = field(default_factory=list)  # serving.predict.Failure per unreadable input
+    failures: list[Failure] = field(default_factory=list)  # one per unreadable input or photo without a face
     grid: Path | None = None
 
 
@@ -57,11 +58,9 @@ def explain_images(model: str | Path, inputs, output: str | Path, class_name: st
     GRID_LIMIT). With `faces` (a detector name), each detected face's crop is explained instead."""
     import torch
 
-    from emorec.data.imageio import load_rgb
     from emorec.explain.gradcam import gradcam_map, overlay
     from emorec.explain.grid import plot_explanations
     from emorec.run_model import load_run_model
-    from emorec.serving.predict import Failure, collect_inputs
 
     if Path(model).suffix.lower() == ".onnx":
         raise EmorecError(f"{model} is an ONNX model, which cannot be explained (Grad-CAM needs PyTorch gradients); "
@@ -82,10 +81,9 @@ def explain_images(model: str | Path, inputs, output: str | Path, class_name: st
     used: set[str] = set()
     explanations, cells = [], []
     for path in paths:
-        try:
-            photo = load_rgb(path)
-        except EmorecError as e:
-            failures.append(Failure(str(path), str(e)))
+        photo = load_or_failure(path)
+        if isinstance(photo, Failure):
+            failures.append(photo)
             continue
         if detector is None:
             pieces = [(None, photo)]

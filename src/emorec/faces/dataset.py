@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from emorec.data.imageio import ImageLoadError, load_rgb
+from emorec.data.inputs import Failure, load_or_failure
 from emorec.faces.crop import crop_largest_face
 from emorec.faces.detect import create_detector
 
@@ -40,10 +40,9 @@ class FaceCropDataset(Dataset):
 
     def crop_photo(self, path: str):
         """The largest face's crop of the photo at `path` (PIL), or None when unreadable or faceless."""
-        try:
-            image = load_rgb(path)
-        except ImageLoadError as e:
-            log.warning("skipping unreadable image %s: %s", e.path, e.reason)
+        image = load_or_failure(path)
+        if isinstance(image, Failure):
+            log.warning("skipping unreadable image %s: %s", image.path, image.reason)
             return None
         face = crop_largest_face(image, self.detector, self.margin)
         if face is None:

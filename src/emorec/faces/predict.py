@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emorec.errors import EmorecError
+from emorec.data.inputs import Failure, load_or_failure
 from emorec.faces.crop import crop_face
 from emorec.faces.detect import DETECT_SIZE, Face, FaceDetector, detect_faces
-from emorec.serving.predict import Failure, PredictionWriter
+from emorec.prediction_rows import PredictionWriter
 
 NO_FACE = "no_face"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
@@ -70,22 +70,11 @@ class PhotoFaces:
     image: Image.Image | None = field(default=None, repr=False)
 
 
-def _load(path: Path) -> Image.Image | Failure:
-    from emorec.data.imageio import load_rgb
-
-    try:
-        return load_rgb(path)  # full size: boxes are reported in the photo's own pixels
-    except EmorecError as e:
-        return Failure(str(path), str(e))
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for odd files; one must not stop the rest
-        return Failure(str(path), f"{type(e).__name__}: {e}")
-
-
 def predict_face_paths(predictor, paths: list[Path], detector: FaceDetector, top_k: int = 3,
                        margin: float = 0.2, tta: bool = False) -> Iterator[PhotoFaces | Failure]:
     """One `PhotoFaces` (or `Failure` for an unreadable file) per path, in input order."""
     for path in paths:
-        image = _load(path)
+        image = load_or_failure(path)  # full size: boxes are reported in the photo's own pixels
         if isinstance(image, Failure):
             yield image
             continue

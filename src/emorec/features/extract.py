@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from emorec.config import Config
+from emorec.data.inputs import Failure, load_or_failure
 from emorec.errors import EmorecError
 from emorec.features.cache import (
     CacheWriter,
@@ -63,11 +64,8 @@ class _ViewDataset:
     def __getitem__(self, i: int):
         import torch
 
-        from emorec.data.imageio import load_rgb
-
-        try:
-            image = load_rgb(self.paths[i], min_size=self.min_size)
-        except EmorecError:
+        image = load_or_failure(self.paths[i], min_size=self.min_size)
+        if isinstance(image, Failure):
             return None  # counted as skipped by the caller
         views = [self.eval_transform(image)]
         views += [self.train_transform(image) for _ in range(self.augmented_views)]

@@ -8,65 +8,19 @@ not cost the results of the others.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from emorec.data.inputs import Failure, collect_inputs, load_or_failure
 from emorec.data.views import TEN_CROP, TTA_MODES
 from emorec.errors import EmorecError
 from emorec.evaluation.metrics import softmax
+from emorec.prediction_rows import Prediction
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DECODE_THREADS = 4
-
-
-@dataclass
-class Prediction:
-    path: str
-    top: list[tuple[str, float]]  # (label, probability), most probable first
-
-
-@dataclass
-class Failure:
-    path: str
-    reason: str
-
-
-def _csv_paths(csv_path: Path) -> list[Path]:
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise EmorecError(f"CSV input {csv_path} has no 'path' column (found {reader.fieldnames}); add a header row with 'path'")
-        paths = []
-        for row in reader:
-            p = Path(row["path"])
-            paths.append(p if p.is_absolute() else csv_path.parent / p)
-    return paths
-
-
-def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failure]]:
-    """Expand files, folders (recursive, image extensions) and CSV manifests into image paths.
-
-    Paths that do not exist are returned as failures so they are reported with the unreadable ones.
-    """
-    paths: list[Path] = []
-    failures: list[Failure] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.is_file() and p.suffix.lower() == ".csv":
-            paths += _csv_paths(p)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            failures.append(Failure(str(p), "no such file or folder"))
-    return paths, failures
 
 
 def preprocessing_of(loaded) -> "Preprocessing":  # noqa: F821
@@ -157,24 +111,13 @@ def open_predictor(model: str | Path, device: str = "cpu"):
     return TorchPredictor(model, device)
 
 
-def _load(path: Path, min_size: int):
-    from emorec.data.imageio import load_rgb
-
-    try:
-        return load_rgb(path, min_size=min_size)
-    except EmorecError as e:
-        return Failure(str(path), str(e))
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for odd files (bombs, bad tiles); one must not stop the rest
-        return Failure(str(path), f"{type(e).__name__}: {e}")
-
-
 def predict_paths(predictor, paths: list[Path], top_k: int = 3, tta: bool | str = False, batch_size: int = 32) -> Iterator[Prediction | Failure]:
     """Yield one Prediction or Failure per path, in input order, batch by batch."""
     top_k = max(1, min(top_k, len(predictor.labels)))
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            loaded = list(pool.map(lambda p: _load(p, predictor.min_size), chunk))
+            loaded = list(pool.map(lambda p: load_or_failure(p, predictor.min_size), chunk))
             images = [im for im in loaded if not isinstance(im, Failure)]
             probs = predictor.probabilities(images, tta) if images else np.zeros((0, len(predictor.labels)))
             row = 0
@@ -185,54 +128,6 @@ def predict_paths(predictor, paths: list[Path], top_k: int = 3, tta: bool | str 
                 order = np.argsort(-probs[row])[:top_k]
                 yield Prediction(str(path), [(predictor.labels[i], float(probs[row, i])) for i in order])
                 row += 1
-
-
-class PredictionWriter:
-    """Write predictions as CSV (path, label_1, probability_1, ...) or JSON Lines, by extension.
-    Subclasses that write other rows name their leading columns in `LEAD_COLUMNS`."""
-
-    LEAD_COLUMNS: tuple[str, ...] = ("path",)
-
-    def __init__(self, path: str | Path, top_k: int):
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".csv", ".jsonl"):
-            raise EmorecError(f"output {self.path} must end in .csv or .jsonl")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("w", newline="")
-        self.jsonl = suffix == ".jsonl"
-        if not self.jsonl:
-            self.csv = csv.writer(self.file)
-            header = list(self.LEAD_COLUMNS)
-            for i in range(1, top_k + 1):
-                header += [f"label_{i}", f"probability_{i}"]
-            self.csv.writerow(header)
-            self.width = len(header)
-
-    def write(self, prediction: Prediction) -> None:
-        if self.jsonl:
-            record = {"path": prediction.path, "predictions": [{"label": l, "probability": round(p, 6)} for l, p in prediction.top]}
-            self.file.write(json.dumps(record) + "\n")
-        else:
-            row = [prediction.path]
-            for label, prob in prediction.top:
-                row += [label, f"{prob:.6f}"]
-            self.csv.writerow(row)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def format_prediction(prediction: Prediction, width: int) -> str:
-    """One aligned console line: path, then `label probability` pairs."""
-    guesses = "  ".join(f"{label:<12} {prob:6.1%}" for label, prob in prediction.top)
-    return f"{prediction.path:<{width}}  {guesses}"
 
 
 def predict(model: str | Path, inputs: Iterable[str | Path], top_k: int = 3, tta: bool | str = False, batch_size: int = 32, device: str = "cpu") -> tuple[list[Prediction], list[Failure]]:
