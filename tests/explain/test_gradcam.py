@@ -110,18 +110,53 @@ def test_heat_concentrates_in_the_quadrant_that_decides_the_label(quadrant_model
             assert heat[:32, 32:].sum() > 0.5 * heat.sum()
 
 
-@pytest.mark.parametrize("backbone,levels,pooling", [
-    ("test_efficientnet", "all", "meanstd"),
-    ("test_efficientnet", "last", "meanstd"),
-    ("test_efficientnet+test_efficientnet_ln", "all", "meanstd"),
-    ("test_efficientnet+test_efficientnet_ln", "last", "avg"),
-])
-def test_heads_on_several_levels_or_backbones_are_explained_through_the_deepest_maps(backbone, levels, pooling):
-    """The hooked model computes what the model computes (the tap is an identity on the deepest
-    maps, every other level read as it is), and the map has the image's size."""
-    from emorec.explain.gradcam import _SplitClassifier
+def _tapped_pieces(split, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(map, gradient of the top class's score) of what passes through the Grad-CAM tap, cut into
+    one piece per backbone of the group (member order, `num_features` channels each)."""
+    tapped = []
 
-    cfg = config_from_dict({"data": {"image_size": 64},
+    def keep(_module, _inputs, outputs):
+        for t in (outputs,) if isinstance(outputs, torch.Tensor) else outputs:
+            t.retain_grad()
+            tapped.append(t)
+
+    handle = split.features.register_forward_hook(keep)
+    split(batch).max().backward()
+    handle.remove()
+    queue = [(t.detach(), t.grad) for t in tapped]
+    pieces = []
+    for member in split.model.backbone.members:
+        width = int(member.num_features)
+        assert queue, "a backbone of the group is not tapped"
+        value, grad = queue.pop(0)
+        if value.shape[1] > width:  # several members stacked in one map
+            queue.insert(0, (value[:, width:], grad[:, width:]))
+        pieces.append((value[:, :width], grad[:, :width]))
+    assert not queue, "more was tapped than the members' deepest maps"
+    return pieces
+
+
+# Mixed families: a ViT's blocks all have the size of its last block and its grid differs from the
+# CNN's, so a tap chosen by map size would miss one member or take intermediate blocks.
+@pytest.mark.parametrize("backbone,size,levels,pooling", [
+    ("test_efficientnet", 64, "all", "meanstd"),
+    ("test_efficientnet", 64, "last", "meanstd"),
+    ("test_efficientnet+test_efficientnet_ln", 64, "all", "meanstd"),
+    ("test_efficientnet+test_efficientnet_ln", 64, "last", "avg"),
+    ("test_vit+test_resnet", 160, "all", "meanstd"),
+    ("test_resnet+test_vit", 160, "all", "avg"),
+    ("test_vit+test_resnet", 160, "last", "avg"),
+])
+def test_heads_on_several_levels_or_backbones_are_explained_through_the_deepest_maps(backbone, size, levels, pooling):
+    """The hooked model computes what the model computes (the tap is an identity on the deepest
+    maps, every other level read as it is), the map has the image's size, and in a group every
+    member's deepest map is tapped and carries gradient of the explained class."""
+    import torch.nn.functional as F
+
+    from emorec.explain.gradcam import _SplitClassifier
+    from emorec.models.backbone import feature_map
+
+    cfg = config_from_dict({"data": {"image_size": size},
                             "model": {"backbone": backbone, "pretrained": False, "hidden_dims": [16],
                                       "dropout": [0.0], "feature_levels": levels, "pooling": pooling}})
     torch.manual_seed(0)
@@ -133,3 +168,12 @@ def test_heads_on_several_levels_or_backbones_are_explained_through_the_deepest_
         assert torch.allclose(_SplitClassifier(model)(batch), model(batch), atol=1e-5)
     heat, target = gradcam_map(model, image, transform)
     assert 0 <= target < 3 and heat.shape == (70, 90) and np.isfinite(heat).all()
+    if "+" not in backbone:
+        return
+    pieces = _tapped_pieces(_SplitClassifier(model), batch)
+    with torch.no_grad():
+        for member, (tapped, grad) in zip(model.backbone.members, pieces):
+            # the member's own deepest map (averaged to the grid the group stacks it on, if any)
+            deepest = F.adaptive_avg_pool2d(feature_map(member, batch), tapped.shape[-2:])
+            assert torch.allclose(tapped, deepest, atol=1e-5)
+            assert grad.abs().sum() > 0
