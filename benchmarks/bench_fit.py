@@ -86,15 +86,53 @@ def write_splits(path: Path, paths: list[str], labels: list[str], split_of: dict
 
 def emotion6_folds(args, work: Path):
     """(fold, splits CSV) over bench_accuracy.py's folds."""
-    from bench_accuracy import folds_emotion6, load_manifest
+    from bench_accuracy import load_manifest
 
     m = load_manifest(SHARED / "datasets" / "emotion6", all_train=True, limit=args.limit, seed=0)
     names = sorted({s.label for s in m.samples})
     labels = np.array([names.index(s.label) for s in m.samples])
-    for fold, train, val, test in folds_emotion6(labels, args.folds, seed=0):
+    for fold, train, val, test in checked_folds(labels, names, args.folds, m.source):
         split_of = {int(i): name for name, rows in (("train", train), ("val", val), ("test", test)) for i in rows}
         yield fold, write_splits(work / "emotion6" / f"fold{fold}.csv", [s.path for s in m.samples],
                                  [s.label for s in m.samples], split_of)
+
+
+def checked_folds(labels: np.ndarray, names: list[str], n_folds: int, source) -> list:
+    """bench_accuracy.py's (fold, train, val, test) rows, all of them before any fit runs; a class
+    too small for them is emorec's one-line splitter error (`data/split.py`), not
+    scikit-learn's "test_size = 5 should be greater or equal to the number of classes = 6"."""
+    from bench_accuracy import folds_emotion6
+
+    from emorec.data.split import too_few_images
+
+    try:
+        return list(folds_emotion6(labels, n_folds, seed=0))
+    except ValueError as e:
+        error = e
+    # scikit-learn's conditions depend on the class count and on totals, so the fewest images per
+    # class that work (classes being equal) are found by trying.
+    minimum = next((m for m in range(2, 1000) if _folds_work(len(names), m, n_folds)), None)
+    if minimum is None:
+        raise error
+    counts = np.bincount(labels, minlength=len(names))
+    small = {names[i]: int(c) for i, c in enumerate(counts) if c < minimum} or {names[counts.argmin()]: int(counts.min())}
+    raise too_few_images(source, small, minimum, f"{n_folds} folds with a 15% val split need at least "
+                                                 f"{minimum * len(names)} images in all: raise --limit")
+
+
+def _folds_work(classes: int, per_class: int, n_folds: int) -> bool:
+    """Whether bench_accuracy.py's folds split `classes` classes of `per_class` images each."""
+    import warnings
+
+    from bench_accuracy import folds_emotion6
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's small-class warnings, while trying sizes
+        try:
+            list(folds_emotion6(np.repeat(np.arange(classes), per_class), n_folds, seed=0))
+        except ValueError:
+            return False
+    return True
 
 
 def fer_folds(args, work: Path):
@@ -140,37 +178,11 @@ def probe_score(splits_csv: Path, args, cache_dir: Path) -> dict:
     return {**scores, **details, "label_names": cache.label_names}
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.limit, args.folds, args.image_size, args.views = args.limit or 200, 2, 64, 1
-        args.budget, args.heads, args.no_finetune = "3m", args.heads or "logreg,linear", True
-    import torch
-
+def run_folds(args, work: Path, backbones, heads, only, partial: Path, settings: dict, details: dict) -> None:
+    """`emorec fit` and the reference probe on every fold not run yet, each fold saved to `partial`
+    as soon as it is done."""
     from emorec.fit import fit
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    backbones, missing = backbone_choices(args.backbones)
-    weights = SHARED / "weights" / "tf_efficientnet_lite0" / "model.safetensors"
-    if backbones is None or not weights.is_file():
-        print(f"fit: skipped, {missing or f'needs {weights} (the ../shared folder)'}")
-        return 0
-    work = Path(args.work_dir) / ("quick" if args.quick else "full")
-    heads = tuple(args.heads.split(",")) if args.heads else None
-    details: dict = {"budget": args.budget, "backbones": args.backbones, "image_size": args.image_size,
-                     "views": args.views, "folds": {}}
-    only = {int(i) for i in args.only_folds.split(",")} if args.only_folds else None
-    partial = Path(args.results) / f"fit{'_quick' if args.quick else ''}.partial.json"
-    settings = {k: details[k] for k in ("budget", "backbones", "image_size", "views")}
-    if args.quick:
-        partial.unlink(missing_ok=True)
-    earlier = json.loads(partial.read_text()) if partial.is_file() else {}
-    if earlier and earlier.get("settings") != settings:
-        print(f"fit: {partial} holds folds run with {earlier.get('settings')}; delete it or pass those settings")
-        return 2
-    details["folds"] = earlier.get("folds", {})
-    started = time.perf_counter()
     for dataset in args.datasets.split(","):
         folds = emotion6_folds(args, work) if dataset == "emotion6" else fer_folds(args, work)
         for fold, splits_csv in folds:
@@ -195,6 +207,44 @@ def main(argv=None) -> int:
             tmp.replace(partial)
             log(f"{key}: fit {100 * result.test['macro_f1']:.1f} ({result.best['candidate']}, {fit_seconds:.0f} s) "
                 f"vs probe {100 * probe['macro_f1']:.1f} test macro-F1")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.limit, args.folds, args.image_size, args.views = args.limit or 200, 2, 64, 1
+        args.budget, args.heads, args.no_finetune = "3m", args.heads or "logreg,linear", True
+    import torch
+
+    from emorec.errors import EmorecError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbones, missing = backbone_choices(args.backbones)
+    weights = SHARED / "weights" / "tf_efficientnet_lite0" / "model.safetensors"
+    if backbones is None or not weights.is_file():
+        print(f"fit: skipped, {missing or f'needs {weights} (the ../shared folder)'}")
+        return 0
+    work = Path(args.work_dir) / ("quick" if args.quick else "full")
+    heads = tuple(args.heads.split(",")) if args.heads else None
+    details: dict = {"budget": args.budget, "backbones": args.backbones, "image_size": args.image_size,
+                     "views": args.views, "folds": {}}
+    only = {int(i) for i in args.only_folds.split(",")} if args.only_folds else None
+    partial = Path(args.results) / f"fit{'_quick' if args.quick else ''}.partial.json"
+    settings = {k: details[k] for k in ("budget", "backbones", "image_size", "views")}
+    if args.quick:
+        partial.unlink(missing_ok=True)
+    earlier = json.loads(partial.read_text()) if partial.is_file() else {}
+    if earlier and earlier.get("settings") != settings:
+        print(f"fit: {partial} holds folds run with {earlier.get('settings')}; delete it or pass those settings")
+        return 2
+    details["folds"] = earlier.get("folds", {})
+    started = time.perf_counter()
+    try:
+        run_folds(args, work, backbones, heads, only, partial, settings, details)
+    except EmorecError as e:  # one line, as the emorec commands print it
+        print(f"fit: {e}")
+        return 2
     fit_f1 = [100 * f["test"]["macro_f1"] for f in details["folds"].values()]
     probe_f1 = [100 * f["probe"]["macro_f1"] for f in details["folds"].values()]
     if not fit_f1:

@@ -78,9 +78,40 @@ def test_single_class_dataset_is_an_error():
         ensure_splits(_manifest({"joy": 30}), DataConfig())
 
 
-def test_a_class_without_a_validation_image_is_an_error():
-    with pytest.raises(EmorecError, match="no validation image of class rare"):
+@pytest.mark.parametrize("val, test, minimum", [(0.1, 0.1, 3), (0.1, 0.0, 2), (0.0, 0.1, 2)])
+def test_a_class_too_small_for_every_split_is_a_one_line_error_naming_the_minimum(val, test, minimum):
+    """Below the minimum a class would miss a split silently (no test image) or fail later with
+    no fix named; at the minimum every class has an image in every split."""
+    small = _manifest({"common": 50, "rare": minimum - 1, "tiny": 1})
+    with pytest.raises(EmorecError, match=f"too small to split: classes rare \\({minimum - 1} images?\\), tiny "
+                                          f"\\(1 image\\) have fewer than the {minimum} images per class a split "
+                                          "needs; add images of those classes") as raised:
+        stratified_split(small, val, test, seed=0)
+    assert "\n" not in str(raised.value)
+    assert ("data.test_fraction=0" in str(raised.value)) == (val > 0 and test > 0)
+    enough = stratified_split(_manifest({"common": 50, "rare": minimum}), val, test, seed=0)
+    wanted = {"train"} | ({"val"} if val else set()) | ({"test"} if test else set())
+    assert {s.split for s in enough.samples if s.label == "rare"} == wanted
+
+
+def test_every_command_that_splits_gets_the_small_dataset_error():
+    """ensure_splits (train, fit, features, emorec data split) splits through stratified_split,
+    carving val out of a given train split too."""
+    with pytest.raises(EmorecError, match="class rare \\(2 images\\) has fewer than the 3 images per class"):
         ensure_splits(_manifest({"common": 50, "rare": 2}), DataConfig())
+    given = Manifest(_manifest({"a": 20, "b": 1}, "train").samples + _manifest({"a": 2, "b": 2}, "test").samples, "x")
+    with pytest.raises(EmorecError, match="x is too small to split: class b \\(1 image\\) has fewer than the 2"):
+        ensure_splits(given, DataConfig())
+
+
+def test_a_class_with_given_val_images_needs_no_new_one():
+    m = _manifest({"a": 20, "b": 1})
+    m.samples.append(Sample("/d/b_val.jpg", "b", "val"))
+    out = stratified_split(m, 0.1, 0.0, seed=0)
+    assert {s.split for s in out.samples if s.label == "b"} == {"train", "val"}
+
+
+def test_a_class_without_a_validation_image_is_an_error():
     fixed = Manifest(_manifest({"a": 5, "b": 5}, "train").samples + _manifest({"a": 1}, "val").samples, "x")
     with pytest.raises(EmorecError, match="no validation image of class b"):
         ensure_splits(fixed, DataConfig())

@@ -203,6 +203,14 @@ def test_candidates_that_do_not_fit_the_budget_are_skipped_and_listed(photos, tm
     assert len(skipped) == 2 and all(r["status"] == "skipped" and "budget" in r["note"] for r in skipped)
 
 
+def test_a_dataset_too_small_to_split_is_a_one_line_error_naming_the_minimum(tmp_path):
+    """Two images per class cannot give every class a train, a val and a test image."""
+    tiny = make_images(tmp_path / "tiny", per_class=2)
+    with pytest.raises(EmorecError, match="too small to split: classes .* have fewer than the 3 images per class a "
+                                          "split needs; add images of those classes"):
+        fit(tiny, tmp_path / "search", "10m", BACKBONE, **TINY)
+
+
 def test_a_budget_too_short_for_one_extraction_is_a_one_line_error(photos, tmp_path):
     with pytest.raises(EmorecError, match="too short: extracting test_efficientnet"):
         fit(photos, tmp_path / "search", "1s", BACKBONE, **TINY)

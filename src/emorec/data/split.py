@@ -3,6 +3,11 @@
 Default 80/10/10 are the proportions of the 17,149 / 2,145 / 2,145 split the recipe was designed
 on. Copies of one image (a `groups` id shared by duplicates) always land in the same split: a
 duplicate in train and test is leakage that inflates test accuracy.
+
+A class too small to give every requested split an image is refused here, once, for every
+command that splits (`emorec data split`, train, fit, features, the benchmarks): left alone it
+would come out of a later step as a class missing from val, or (scikit-learn's splitters) as
+an error about test_size that names no class and no fix.
 """
 
 from __future__ import annotations
@@ -80,8 +85,44 @@ def stratified_split(
             assigned[g] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
 
     split_of = {i: assigned[g] for g, idx in members.items() for i in idx}
+    _check_every_split_has_each_class(manifest.source, samples, split_of, by_class, val_fraction, test_fraction)
     out = [Sample(s.path, s.label, split_of[i]) for i, s in enumerate(samples)]
     return Manifest(out, manifest.source)
+
+
+def min_images_per_class(val_fraction: float, test_fraction: float) -> int:
+    """The smallest class `stratified_split` can split: one image for each requested held-out
+    split (it gives each at least one) and one left for training."""
+    return 1 + int(val_fraction > 0) + int(test_fraction > 0)
+
+
+def too_few_images(source, small: dict[str, int], minimum: int, fix: str) -> EmorecError:
+    """The one-line error of a dataset too small to split: the classes short of images (with
+    their counts), the minimum per class, and `fix`."""
+    listed = ", ".join(f"{label} ({n} image{'s' * (n != 1)})" for label, n in sorted(small.items()))
+    which = f"class {listed} has" if len(small) == 1 else f"classes {listed} have"
+    return EmorecError(f"{source} is too small to split: {which} fewer than the {minimum} images per class a split "
+                       f"needs; {fix}")
+
+
+def _check_every_split_has_each_class(source, samples: list[Sample], split_of: dict[int, str],
+                                      split_classes: dict[str, list[Hashable]], val_fraction: float,
+                                      test_fraction: float) -> None:
+    """Each class that was split has an image in train and in every requested split (images it
+    already had there count: a class with given val images needs no new one)."""
+    wanted = {"train", *(["val"] if val_fraction > 0 else []), *(["test"] if test_fraction > 0 else [])}
+    held: dict[str, set[str]] = defaultdict(set)
+    for i, s in enumerate(samples):
+        held[s.label].add(split_of[i])
+    small = {label: len(groups) for label, groups in split_classes.items() if wanted - held[label]}
+    if not small:
+        return
+    minimum = min_images_per_class(val_fraction, test_fraction)
+    fix = f"add images of {'that class' if len(small) == 1 else 'those classes'} (copies of one image count once)"
+    if test_fraction > 0 and val_fraction > 0:
+        fix += (f", or split without a test set ({minimum - 1} per class: data.test_fraction=0, "
+                "emorec data split --test 0)")
+    raise too_few_images(source, small, minimum, fix)
 
 
 def check_trainable(manifest: Manifest) -> None:
