@@ -16,6 +16,11 @@ import time
 from emorec.errors import EmorecError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
+# Safety factors of the estimates: forward passes measured on random input miss JPEG decoding and
+# the loader; a training step is about three forward passes.
+OVERHEAD = 1.3
+TRAIN_STEP_FORWARDS = 3.0
+DECODE_S = 0.01
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -52,6 +57,48 @@ class Budget:
     def allows(self, estimate_s: float, reserve_s: float = 0.0) -> bool:
         """True when work expected to take `estimate_s` fits, keeping `reserve_s` for later."""
         return estimate_s <= self.remaining() - reserve_s
+
+    def share(self, seconds: float) -> Budget:
+        """`seconds` from now on, on the same clock: what one piece of work (a candidate) may spend."""
+        return Budget(seconds, self.clock)
+
+
+class Estimates:
+    """Seconds the pieces of one search are expected to take: the split sizes (`counts`) times
+    each backbone's forward time per image, measured once per backbone. Extraction estimates are
+    corrected by what the last extraction actually took."""
+
+    def __init__(self, counts: dict[str, int], image_size: int, views: int, device):
+        self.counts, self.image_size, self.views, self.device = counts, image_size, views, device
+        self.per_image: dict[str, float] = {}
+        self.calibration = 1.0  # actual / estimated extraction time, from the last extraction
+
+    def seconds_per_image(self, name: str) -> float:
+        if name not in self.per_image:
+            self.per_image[name] = seconds_per_image(name, self.image_size, self.device)
+        return self.per_image[name]
+
+    def test_pass(self, name: str) -> float:
+        """The final test pass: model build, the test images through two TTA views, report."""
+        return 15.0 + OVERHEAD * self.counts["test"] * (2 * self.seconds_per_image(name) + DECODE_S)
+
+    def extraction(self, name: str) -> float:
+        """One multi-level extraction of `name` over train (centre, mirror and the augmented views)
+        and val (centre, mirror)."""
+        forwards = self.counts["train"] * (2 + self.views) + self.counts["val"] * 2
+        images = self.counts["train"] + self.counts["val"]
+        return 10.0 + self.calibration * OVERHEAD * (forwards * self.seconds_per_image(name)
+                                                     + images * (1 + self.views) * DECODE_S)
+
+    def calibrate(self, estimated: float, actual: float) -> None:
+        """Scale later extraction estimates by how far off `estimated` was (a factor kept in 0.5-3)."""
+        self.calibration = max(0.5, min(3.0, actual / max(estimated, 1e-6) * self.calibration))
+
+    def finetune_epoch(self, name: str) -> float:
+        """One epoch of training `name` on the train images, validating on the val images."""
+        spi = self.seconds_per_image(name)
+        return OVERHEAD * (self.counts["train"] * (TRAIN_STEP_FORWARDS * spi + DECODE_S)
+                           + self.counts["val"] * (spi + DECODE_S))
 
 
 def seconds_per_image(backbone_name: str, image_size: int, device, repeats: int = 3, batch: int = 8) -> float:

@@ -9,7 +9,7 @@ Per feature set (one backbone's last-level or multi-level vectors, or every back
   label smoothing, feature MixUp).
 With several backbones, also the ensemble of each backbone's best probe (their logits averaged,
 one linear head of the backbone group). After the grid, where the budget allows, an LP-FT
-fine-tune of the best candidate (search.py).
+fine-tune of the best candidate (search.py decides when, and for how many epochs).
 A candidate's id names its settings, so a resumed search knows which ones are done.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Standardised vectors (1-9k columns) of about a thousand images want strong L2. Cross-validated
 # over fold 0's train + val of bench_fit.py (lite0/1/2, 160 px), macro-F1 peaked at C = 0.001 for
@@ -40,6 +41,14 @@ DROPOUT = {
     ("attn_mlp", "light"): "[0.3,0.15,0.075]", ("attn_mlp", "strong"): "[0.5,0.3,0.15]",
 }
 HEAD_KINDS = ("logreg", *HEADS)
+# The members' best probes averaged (ids: "ensemble-last-avg-logreg").
+ENSEMBLE_TAG = "ensemble"
+# LP-FT on images, after the head: the recipe's light augmentation, a tenth of the head's peak rate
+# for the backbone's top stage and 0.7 less per stage below, pretrained BatchNorm statistics.
+FINETUNE = ("train.head_only=false", "train.features_dir=null", "model.freeze_backbone_epochs=0",
+            "model.backbone_lr_scale=0.1", "optim.layer_decay=0.7", "model.freeze_bn=auto", "optim.lr=3e-5",
+            "optim.max_lr=3e-4", "augment.auto_augment=none", "augment.mix_prob=0.0", "augment.random_erasing=0.0",
+            "train.ema=false", "train.patience=0")
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Candidate:
     head: str  # linear | mlp | attn_mlp
     settings: dict = field(default_factory=dict)  # what the leaderboard shows
     overrides: tuple[str, ...] = ()  # config overrides of a trainer run
+    start_from: Path | None = None  # a fine-tune's starting run directory (its config.yaml is the base)
 
     def row(self) -> dict:
         return {"candidate": self.id, "kind": self.kind, "backbone": self.features.backbone,
@@ -107,3 +117,21 @@ def grid(features: FeatureSet, heads: tuple[str, ...] = HEAD_KINDS, epochs: int 
             }
             out.append(Candidate(f"{features.name}-{head}-{reg}", "head", features, head, settings, overrides))
     return out
+
+
+def ensemble_candidate(features: FeatureSet, member_sets: list[str]) -> Candidate:
+    """The ensemble, on the combined feature set `features`, of the best cross-validated probe of
+    each of `member_sets` (the members' feature sets of the same variant)."""
+    return Candidate(f"{ENSEMBLE_TAG}-{features.feature_levels}-{features.pooling}-logreg", "ensemble",
+                     FeatureSet(ENSEMBLE_TAG, features.backbone, features.feature_levels, features.pooling), "linear",
+                     {"hidden_dims": "[]", "label_smoothing": 0.0, "mixup": 0, "members": member_sets})
+
+
+def finetune_candidate(leader: dict[str, str], start_from: Path) -> Candidate:
+    """The LP-FT fine-tune of the leaderboard row `leader`, starting from its run directory; its
+    overrides (`FINETUNE` and the epochs the budget allows) are the search's to add."""
+    tag = leader["candidate"].split("-")[0]
+    features = FeatureSet(tag, leader["backbone"], leader["feature_levels"], leader["pooling"])
+    return Candidate(f"{leader['candidate']}-lpft", "finetune", features, leader["head"],
+                     {k: leader.get(k, "") for k in ("C", "hidden_dims", "dropout", "weight_decay", "label_smoothing")},
+                     start_from=start_from)

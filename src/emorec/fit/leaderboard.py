@@ -47,6 +47,12 @@ class Leaderboard:
         self.rows = [r for r in self.rows if r["candidate"] != clean["candidate"]] + [clean]
         write_csv_rows(self.path, COLUMNS, self.rows)
 
+    def best_probe(self, set_name: str) -> dict[str, str] | None:
+        """The finished linear probe of feature set `set_name` with the best cross-validated score."""
+        rows = [r for r in self.rows if r["status"] == DONE and r["kind"] == "logreg"
+                and r["candidate"].startswith(f"{set_name}-logreg-") and r.get("cv_macro_f1")]
+        return max(rows, key=lambda r: float(r["cv_macro_f1"]), default=None)
+
     def contenders(self) -> list[dict[str, str]]:
         """The rows that are or may become the leader: the best cross-validated probe and the best
         val-only row. Adding rows can hand the lead from one to the other and back, so both keep

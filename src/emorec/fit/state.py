@@ -1,0 +1,62 @@
+"""What a search keeps in OUTPUT besides its runs, and reads back when run again: `fit.json`
+(the source, each backbone's feature caches, which candidate OUTPUT/best/ holds, the result) and
+`splits.csv` (the splits, made once, so a resumed search compares candidates on the same images).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emorec.errors import EmorecError
+
+STATE_FILE = "fit.json"
+SPLITS_FILE = "splits.csv"
+
+
+class SearchState(dict):
+    """The contents of OUTPUT/fit.json; `save` writes them back atomically."""
+
+    def __init__(self, path: Path, values: dict):
+        super().__init__(values)
+        self.path = path
+
+    @classmethod
+    def load(cls, output: Path, source) -> SearchState:
+        """OUTPUT/fit.json, refusing a search of another source."""
+        path = output / STATE_FILE
+        state = json.loads(path.read_text()) if path.is_file() else {}
+        source = str(source)
+        if state.get("source") not in (None, source):
+            raise EmorecError(f"{output} holds a search of {state['source']}, not {source}; pass another "
+                              "--output (or the same source to resume it)")
+        state["source"] = source
+        state.setdefault("caches", {})
+        return cls(path, state)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(self), indent=1, default=str))
+        tmp.replace(self.path)
+
+
+def search_splits(source, output: Path, data_cfg, state: SearchState):
+    """The search's splits: OUTPUT/splits.csv when resuming, else the source split once (by
+    `data_cfg`: its fractions, seed and images_root) and written there."""
+    from emorec.data.manifest import read_manifest
+    from emorec.data.split import ensure_splits
+
+    path = output / SPLITS_FILE
+    if path.is_file():
+        return read_manifest(str(path))
+    manifest = ensure_splits(read_manifest(str(source), data_cfg.images_root), data_cfg)
+    manifest.to_csv(path)
+    state.save()
+    return read_manifest(str(path))
+
+
+def train_and_val(manifest):
+    """Train and val only: the test images are never decoded during the search."""
+    from emorec.data.manifest import Manifest
+
+    return Manifest([s for s in manifest.samples if s.split in ("train", "val")], manifest.source)
