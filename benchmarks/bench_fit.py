@@ -115,7 +115,8 @@ def checked_folds(labels: np.ndarray, names: list[str], n_folds: int, source) ->
     if minimum is None:
         raise error
     counts = np.bincount(labels, minlength=len(names))
-    small = {names[i]: int(c) for i, c in enumerate(counts) if c < minimum} or {names[counts.argmin()]: int(counts.min())}
+    small = ({names[i]: int(c) for i, c in enumerate(counts) if c < minimum}
+             or {names[counts.argmin()]: int(counts.min())})
     raise too_few_images(source, small, minimum, f"{n_folds} folds with a 15% val split need at least "
                                                  f"{minimum * len(names)} images in all: raise --limit")
 
