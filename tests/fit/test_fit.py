@@ -288,3 +288,25 @@ def test_cli_fit_prints_the_chosen_model(photos, tmp_path, capsys):
     assert code == 0, out
     assert "chosen           test_efficientnet-" in out and str(tmp_path / "o" / "best") in out
     assert main(["fit", str(photos), "--budget", "soon", "--output", str(tmp_path / "p")]) == 2
+
+
+def test_fit_reads_a_csvs_images_from_data_images_root_as_the_readme_says(photos, tmp_path, capsys):
+    """`--images-root` is `emorec data`'s flag; README says train, fit and features extract take
+    the config key instead. A CSV kept apart from its images works through it."""
+    from emorec.cli import main
+    from emorec.data.manifest import read_manifest
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "`emorec train`, `fit` and `features extract`" in readme and "--set data.images_root=DIR" in readme
+    csv_path = tmp_path / "lists" / "labels.csv"
+    csv_path.parent.mkdir()
+    images = sorted(p.relative_to(photos) for p in photos.glob("*/*.jpg"))
+    csv_path.write_text("path,label\n" + "".join(f"{p.as_posix()},{p.parts[0]}\n" for p in images))
+
+    code = main(["fit", str(csv_path), "--set", f"data.images_root={photos}", "--backbone", "test_efficientnet",
+                 "--random-init", "--output", str(tmp_path / "o"), "--image-size", "32", "--views", "1",
+                 "--heads", "logreg", "--no-finetune", "--no-test", "--workers", "0", "--device", "cpu",
+                 "--budget", "10m"])
+    assert code == 0, capsys.readouterr()
+    split = read_manifest(str(tmp_path / "o" / "splits.csv")).samples
+    assert len(split) == len(images) and {Path(s.path).resolve().parent.parent for s in split} == {photos.resolve()}
