@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "emorec"
 
 LAYERS = [
-    ("emorec", "emorec.errors", "emorec.config", "emorec.devices", "emorec.inference"),
+    ("emorec", "emorec.errors", "emorec.config", "emorec.devices", "emorec.inference", "emorec.prediction_rows"),
     ("emorec.data",),
     ("emorec.models",),
     ("emorec.checkpoint",),
@@ -23,8 +23,7 @@ LAYERS = [
     ("emorec.training",),
     ("emorec.faces", "emorec.explain"),  # detection, crops, Grad-CAM: evaluation uses them
     ("emorec.evaluation",),
-    # Photos in, predictions out: these stream files the way serving/predict.py does.
-    ("emorec.serving", "emorec.faces.predict", "emorec.faces.annotate", "emorec.explain.explain"),
+    ("emorec.serving",),
     ("emorec.fit",),
     ("emorec.api",),
     ("emorec.cli", "emorec.__main__"),

@@ -45,7 +45,7 @@ def _bad_source(kind: str, root: Path) -> tuple[list[str], str]:
             _jpeg(root / "ds" / "joy" / f"{i}.jpg", (i * 20, 0, 0))
         _jpeg(root / "ds" / "fear" / "0.jpg", (0, 200, 0))
         return ["data", "split", str(root / "ds"), "-o", str(root / "s.csv"), "--no-progress"], \
-            "no validation image of class fear"
+            "class fear (1 image) has fewer than the 3 images per class a split needs"
     if kind == "missing files":
         (root / "m.csv").write_text("path,label\n" + "".join(f"gone{i}.jpg,joy\n" for i in range(7)))
         return ["data", "check", str(root / "m.csv")], "7 of 7 images"

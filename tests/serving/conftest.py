@@ -9,6 +9,8 @@ import pytest
 
 # The run factory lives beside the evaluation tests; serving tests reuse it rather than copy it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+# The real photos the face tests use (face_photos.py), for faces=true through the API.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faces"))
 from run_factory import make_run, one_torch_thread  # noqa: E402,F401 (one_torch_thread: autouse fixture)
 
 

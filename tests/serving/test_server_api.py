@@ -204,14 +204,6 @@ def test_a_failing_model_gives_a_500_line_not_a_traceback(backend):
         assert c.get("/health").status_code == 200
 
 
-def test_faces_without_the_faces_package_is_a_clear_501(client):
-    import importlib.util
-
-    if importlib.util.find_spec("emorec.faces") is not None:
-        pytest.skip("emorec.faces is installed: tests/serving/test_server_faces_explain.py covers faces=true")
-    assert "faces" in assert_one_line_error(client.post("/v1/predict?faces=true", files=[image_part()]), 501)
-
-
 def test_the_page_and_its_files_are_served_with_a_strict_policy(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -219,3 +211,16 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(client):
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     assert json.loads(client.get("/static/nothing.js").text) == {"error": "no route GET /static/nothing.js; the API is described at /docs"}
+
+
+def test_the_api_docs_load_nothing_from_outside(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls, "the docs page names no files"
+    for url in urls:
+        assert url.startswith("/"), f"/docs loads {url} from outside"
+        assert client.get(url).status_code == 200, url
+    assert client.get("/redoc").status_code == 404  # ReDoc would load its script from a CDN

@@ -82,3 +82,55 @@ def test_a_full_queue_refuses_new_work():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_batch=0)
+
+
+def test_work_submitted_after_the_batcher_stopped_or_was_cancelled_fails_at_once():
+    from emorec.serving.batching import BatcherClosed
+
+    async def main():
+        stopped = MicroBatcher(Recorder())
+        await stopped.start()
+        await stopped.stop()
+        cancelled = MicroBatcher(Recorder())
+        await cancelled.start()
+        cancelled._task.cancel()
+        await asyncio.sleep(0)
+        outcomes = []
+        for batcher in (stopped, cancelled):
+            try:
+                await asyncio.wait_for(batcher.submit(rows(1)), 1.0)  # before the fix: waited for ever
+            except BatcherClosed:
+                outcomes.append("closed")
+        return outcomes
+
+    assert asyncio.run(main()) == ["closed", "closed"]
+
+
+def test_stop_is_bounded_by_its_timeout_and_fails_what_still_waits():
+    import threading
+
+    from emorec.serving.batching import BatcherClosed
+
+    release = threading.Event()
+
+    def stuck(batch):
+        release.wait(5)  # a forward pass that does not finish within the shutdown's time
+        return batch.reshape(len(batch), -1)[:, :1]
+
+    async def main():
+        batcher = MicroBatcher(stuck, max_batch=1, max_wait_ms=0)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        waiting = asyncio.ensure_future(batcher.submit(rows(2)))
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batcher.stop(timeout=0.3)
+        took = loop.time() - started
+        results = await asyncio.gather(first, waiting, return_exceptions=True)
+        release.set()
+        return took, results
+
+    took, results = asyncio.run(main())
+    assert took < 2.0
+    assert all(isinstance(r, (BatcherClosed, asyncio.CancelledError)) for r in results), results

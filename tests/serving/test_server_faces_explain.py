@@ -43,8 +43,8 @@ def photo(size=(64, 48)):
     return [("image", ("photo.jpg", jpeg_bytes(size=size, seed=4), "image/jpeg"))]
 
 
-@pytest.mark.skipif(_installed("emorec.explain.gradcam"), reason="emorec.explain is installed: the 501 path does not apply")
-def test_explain_without_the_explain_package_is_a_clear_501(torch_client):
+def test_explain_without_the_explain_package_is_a_clear_501(torch_client, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "emorec.explain.gradcam", None)  # as if it were not installed
     response = torch_client.post("/v1/explain", files=photo())
     assert response.status_code == 501 and "Grad-CAM" in response.json()["error"]
     assert torch_client.get("/v1/model").json()["explain"] is False
@@ -55,6 +55,9 @@ def test_explain_refuses_an_unknown_label_before_reading_the_image(torch_client)
         pytest.skip("needs emorec.explain (issue 15)")
     response = torch_client.post("/v1/explain?label=joyful", files=photo())
     assert response.status_code == 400 and "amusement" in response.json()["error"]
+    # A body the server would refuse with 415 once read: the label's 400 shows it never was.
+    unread = torch_client.post("/v1/explain?label=joyful", content=b"not a form", headers={"content-type": "text/plain"})
+    assert unread.status_code == 400 and "unknown label 'joyful'" in unread.json()["error"]
 
 
 def test_explain_returns_the_overlay_as_png_at_the_photo_size(torch_client):
@@ -116,3 +119,67 @@ def test_faces_true_on_a_photo_without_faces_gives_an_empty_list(onnx_client):
     finally:
         state._detector = None
     assert answer["predictions"][0]["faces"] == [] and len(answer["predictions"][0]["top_k"]) == 3
+
+
+def _jpeg(image: Image.Image, exif_orientation: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    kwargs = {}
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif
+    image.save(buf, format="JPEG", quality=92, **kwargs)
+    return buf.getvalue()
+
+
+def _iou(a, b) -> float:
+    from emorec.faces.collage import box_iou
+
+    return box_iou(tuple(a), tuple(b))
+
+
+@pytest.fixture(scope="module")
+def astronaut_face():
+    """The astronaut's face box as MTCNN finds it on scikit-image's 512 x 512 original."""
+    pytest.importorskip("facenet_pytorch")
+    pytest.importorskip("skimage")
+    from face_photos import shipped_photo
+
+    from emorec.faces.detect import create_detector
+
+    photo = shipped_photo("astronaut")
+    faces = create_detector("mtcnn").detect(photo)
+    assert len(faces) == 1
+    return photo, faces[0].box
+
+
+def test_faces_on_a_phone_sized_jpeg_come_back_in_the_photos_own_pixels(onnx_client, astronaut_face):
+    photo, box = astronaut_face
+    big = photo.resize((4096, 4096), Image.Resampling.BICUBIC)  # 16.8 MP: decoded at 1/2 scale for a 1280 px detector
+    response = onnx_client.post("/v1/predict?faces=true&top_k=1", files=[("image", ("phone.jpg", _jpeg(big), "image/jpeg"))])
+    assert response.status_code == 200, response.text
+    faces = response.json()["predictions"][0]["faces"]
+    assert len(faces) == 1
+    assert _iou(faces[0]["box"], [8 * v for v in box]) >= 0.8
+
+
+def test_faces_on_an_exif_rotated_upload_are_in_upright_pixels(onnx_client, astronaut_face):
+    photo, (x1, y1, x2, y2) = astronaut_face
+    # Stored turned 90 degrees counter-clockwise with orientation 6: shown upright, as the original.
+    stored = photo.resize((1600, 1600), Image.Resampling.BICUBIC).transpose(Image.Transpose.ROTATE_90)
+    response = onnx_client.post("/v1/predict?faces=true&top_k=1", files=[("image", ("sideways.jpg", _jpeg(stored, 6), "image/jpeg"))])
+    assert response.status_code == 200, response.text
+    faces = response.json()["predictions"][0]["faces"]
+    assert len(faces) == 1
+    assert _iou(faces[0]["box"], [v * 1600 / 512 for v in (x1, y1, x2, y2)]) >= 0.8
+
+
+def test_faces_without_the_detector_package_is_a_501_and_not_offered(served_run, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "facenet_pytorch", None)  # as if it were not installed
+    backend = OnnxBackend(served_run / "export" / "model.onnx", threads=1)
+    with TestClient(create_app(ServeSettings(model=str(backend.path)), backend), raise_server_exceptions=False) as client:
+        assert client.get("/v1/model").json()["faces"] is False
+        response = client.post("/v1/predict?faces=true", files=photo())
+        assert response.status_code == 501, response.text
+        assert list(response.json()) == ["error"] and "facenet" in response.json()["error"]
+        assert client.post("/v1/predict", files=photo()).status_code == 200  # without faces, all is well

@@ -133,9 +133,25 @@ def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(served_run)
         assert proc.wait(timeout=15) == -signal.SIGTERM  # uvicorn re-raises the signal once drained
 
 
-def test_several_workers_answer_and_share_their_metrics(served_run):
-    with live_server(served_run / "export" / "model.onnx", "--workers", "2") as (url, proc):
-        answers = [good_request(url) for _ in range(4)]  # each on a new connection: either worker may answer
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_several_workers_answer_share_their_metrics_and_never_see_the_key_in_their_environment(served_run):
+    key = "k3y-that-must-stay-out-of-environments"
+    with live_server(served_run / "export" / "model.onnx", "--workers", "2", "--api-key", key) as (url, proc):
+        headers = {"Authorization": f"Bearer {key}"}
+        answers = []
+        for _ in range(4):  # each on a new connection: either worker may answer
+            response = httpx.post(url + "/v1/predict?top_k=4", headers=headers, timeout=10,
+                                  files=[("image", ("good.jpg", jpeg_bytes(seed=7), "image/jpeg"))])
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
         assert all(a == answers[0] for a in answers)
+        assert httpx.post(url + "/v1/predict", files=[("image", ("a.jpg", jpeg_bytes(), "image/jpeg"))]).status_code == 401
         metrics = httpx.get(url + "/metrics", timeout=10).text
         assert 'emorec_http_requests_total{method="POST",route="/v1/predict",status="200"} 4.0' in metrics
+        workers = [c for c in _children(proc.pid) if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) >= 2
+        for pid in [proc.pid, *workers]:
+            assert key.encode() not in Path(f"/proc/{pid}/environ").read_bytes()

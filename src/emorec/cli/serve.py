@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from emorec.faces.detect import DETECT_SIZE, DETECTORS
     from emorec.serving.uploads import DEFAULT_MAX_PIXELS
 
     p = sub.add_parser(
@@ -27,6 +28,16 @@ def register(sub) -> None:
     p.add_argument("--max-images", type=int, default=16, help="images per request (default: 16)")
     p.add_argument("--max-batch", type=int, default=16, help="images per forward pass; 1 turns micro-batching off (default: 16)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default: 5)")
+    p.add_argument("--max-queue", type=int, default=512, help="images waiting for the model before requests get 503 (default: 512)")
+    p.add_argument("--max-concurrency", type=int, default=256,
+                   help="requests in flight at once before new ones get 503 with Retry-After (default: 256)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds the whole upload may take to arrive before 408 (default: 30)")
+    p.add_argument("--decode-threads", type=int, default=2,
+                   help="threads decoding uploads; with faces=true also the photos held decoded at once (default: 2)")
+    p.add_argument("--detector", default="mtcnn", choices=sorted(DETECTORS), help="face detector for faces=true (default: mtcnn)")
+    p.add_argument("--face-detect-size", type=int, default=DETECT_SIZE,
+                   help=f"shorter side, in px, the face detector sees at most; boxes are still in the photo's pixels (default: {DETECT_SIZE})")
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per forward pass (default: all cores)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -44,7 +55,9 @@ def run_serve(args) -> int:
         model=model, backend=args.backend, host=args.host, port=args.port, workers=args.workers,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, max_upload_mb=args.max_upload_mb,
         max_pixels=int(args.max_megapixels * 1e6), max_images=args.max_images, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, device=args.device, threads=args.threads, log_level=args.log_level,
+        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_concurrency=args.max_concurrency,
+        body_timeout_s=args.body_timeout, decode_threads=args.decode_threads, face_detector=args.detector,
+        face_detect_size=args.face_detect_size, device=args.device, threads=args.threads, log_level=args.log_level,
     )
     check_settings(settings)  # before loading anything: a refused --host should fail at once
     if settings.backend == "onnx":

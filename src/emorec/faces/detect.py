@@ -138,10 +138,31 @@ class HaarDetector:
         return _reading_order([f for f in faces if f is not None])
 
 
+# The package each detector needs, and how to install it.
+DETECTOR_PACKAGES = {
+    "mtcnn": ("facenet_pytorch", "pip install --no-deps facenet-pytorch==2.6.0"),
+    "haar": ("cv2", "pip install 'opencv-python-headless<5'"),
+}
+
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
     "mtcnn": lambda device="cpu": MTCNNDetector(device=device),
     "haar": lambda device="cpu": HaarDetector(),
 }
+
+
+def detector_missing(name: str) -> str | None:
+    """Why detector `name` cannot be created here (one line naming the fix), or None when it can;
+    found without importing the detector's package."""
+    import importlib.util
+
+    if name not in DETECTORS:
+        return f"unknown face detector '{name}'; choose one of {', '.join(DETECTORS)}"
+    package, install = DETECTOR_PACKAGES[name]
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"the {name} face detector needs the {package} package: {install}"
 
 
 def create_detector(name: str = "mtcnn", device: str = "cpu") -> FaceDetector:

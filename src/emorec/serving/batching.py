@@ -25,6 +25,10 @@ class QueueFull(Exception):
     """More images are waiting than the batcher accepts; the client should retry later (503)."""
 
 
+class BatcherClosed(Exception):
+    """The batcher has stopped (the server is shutting down): work submitted now fails at once."""
+
+
 @dataclass
 class _Item:
     arrays: np.ndarray  # (n, C, H, W)
@@ -50,15 +54,19 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._carry: _Item | None = None
         self._queued_images = 0
+        self._closed = False
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="emorec-batcher")
 
-    async def stop(self) -> None:
-        """Finish what is queued, then stop the loop and the inference thread."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued (for at most `timeout` seconds), then stop the loop; whatever is
+        still waiting fails with BatcherClosed, and the inference thread is released."""
+        self._closed = True
         if self._task is not None:
-            while self._queued_images and not self._task.done():
+            deadline = asyncio.get_running_loop().time() + timeout
+            while self._queued_images and not self._task.done() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
             self._task.cancel()
             try:
@@ -66,12 +74,29 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self.executor.shutdown(wait=True)
+        self._fail_waiting()
+        # No wait: a forward pass cannot be interrupted, and shutdown must not hang on one.
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _fail_waiting(self) -> None:
+        waiting = [self._carry] if self._carry else []
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for item in waiting:
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed("the batcher has stopped"))
+        self._carry, self._queued_images = None, 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._task is None or self._task.done()
 
     async def submit(self, arrays: np.ndarray) -> np.ndarray:
         """Probabilities for `arrays` (n, C, H, W), computed in some batch with other requests."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
+        if self.closed:
+            raise BatcherClosed("the batcher has stopped; no new work is taken")
         if self._queued_images + len(arrays) > self.max_queue:
             raise QueueFull(f"{self._queued_images} images are waiting (limit {self.max_queue})")
         future = asyncio.get_running_loop().create_future()
@@ -81,6 +106,8 @@ class MicroBatcher:
 
     async def run_exclusive(self, fn: Callable, *args):
         """Run `fn(*args)` on the inference thread, between batches (e.g. a Grad-CAM pass)."""
+        if self.closed:
+            raise BatcherClosed("the batcher has stopped; no new work is taken")
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _next_batch(self) -> list[_Item]:
@@ -128,5 +155,10 @@ class MicroBatcher:
                 for it in live:
                     if not it.future.done():
                         it.future.set_exception(e)
+            except asyncio.CancelledError:  # stopped mid-batch: its requests fail now, not never
+                for it in live:
+                    if not it.future.done():
+                        it.future.set_exception(BatcherClosed("the batcher stopped during this batch"))
+                raise
             finally:
                 self._queued_images -= n
