@@ -1,4 +1,5 @@
-"""Fixtures shared by every test area: the ../shared folder and tiny generated datasets."""
+"""Fixtures shared by every test area: the ../shared folder, tiny generated datasets and a spy on
+`load_or_failure`."""
 
 from __future__ import annotations
 
@@ -64,3 +65,23 @@ def lite0_weights() -> Path:
 def fer2013() -> Path:
     """../shared/datasets/fer2013 (skips when absent)."""
     return shared_path("datasets", "fer2013")
+
+
+@pytest.fixture
+def watch_loads(monkeypatch):
+    """`watch(module) -> seen`: replaces `module.load_or_failure` with a spy that still decodes, and
+    returns the list it fills with (file name, skipped?) for each call the module makes, in order."""
+    from emorec.data.inputs import Failure, load_or_failure
+
+    def watch(module) -> list[tuple[str, bool]]:
+        seen: list[tuple[str, bool]] = []
+
+        def spy(path, min_size=None):
+            result = load_or_failure(path, min_size)
+            seen.append((Path(path).name, isinstance(result, Failure)))
+            return result
+
+        monkeypatch.setattr(module, "load_or_failure", spy)
+        return seen
+
+    return watch

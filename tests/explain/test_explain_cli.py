@@ -3,8 +3,6 @@ unreadable images skipped and reported, and one-line refusals for what cannot be
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
@@ -28,18 +26,10 @@ def test_writes_an_overlay_per_image_and_a_grid(fake_run, tiny_dataset, tmp_path
     assert "predicted" in printed and "heat map of" in printed
 
 
-def test_a_corrupt_and_a_missing_image_are_reported_through_load_or_failure(fake_run, tiny_dataset, tmp_path, monkeypatch):
+def test_a_corrupt_and_a_missing_image_are_reported_through_load_or_failure(fake_run, tiny_dataset, tmp_path, watch_loads):
     import emorec.explain.explain as explain
-    from emorec.data.inputs import Failure, load_or_failure
 
-    seen = []
-
-    def spy(path, min_size=None):
-        result = load_or_failure(path, min_size)
-        seen.append((Path(path).name, isinstance(result, Failure)))
-        return result
-
-    monkeypatch.setattr(explain, "load_or_failure", spy)
+    seen = watch_loads(explain)
     good = next((tiny_dataset / "awe").iterdir())
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     listed = tmp_path / "list.csv"  # a CSV may name a file that is gone: only decoding finds out

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from face_photos import fer_faces, shipped_photo, textured_background
@@ -33,19 +32,11 @@ def test_the_largest_face_is_the_one_classified(fer2013, tmp_path):
     assert crop.width > 150  # the 200 px face plus margin, not the 90 px one
 
 
-def test_a_corrupt_and_a_missing_photo_are_skipped_and_counted_through_load_or_failure(tmp_path, monkeypatch):
+def test_a_corrupt_and_a_missing_photo_are_skipped_and_counted_through_load_or_failure(tmp_path, watch_loads):
     import emorec.faces.dataset as face_dataset
     from emorec.data.dataset import collate_indexed
-    from emorec.data.inputs import Failure, load_or_failure
 
-    seen = []
-
-    def spy(path, min_size=None):
-        result = load_or_failure(path, min_size)
-        seen.append((Path(path).name, isinstance(result, Failure)))
-        return result
-
-    monkeypatch.setattr(face_dataset, "load_or_failure", spy)
+    seen = watch_loads(face_dataset)
     shipped_photo("astronaut").save(tmp_path / "astronaut.png")
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     samples = [Sample(str(tmp_path / name), "happy") for name in ("corrupt.jpg", "astronaut.png", "missing.jpg")]

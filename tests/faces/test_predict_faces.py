@@ -121,19 +121,11 @@ def test_an_unknown_detector_is_refused(face_run, photos, capsys):
     assert "mtcnn, haar" in capsys.readouterr().err
 
 
-def test_a_corrupt_and_a_missing_photo_are_failures_in_their_place_through_load_or_failure(tmp_path, monkeypatch):
+def test_a_corrupt_and_a_missing_photo_are_failures_in_their_place_through_load_or_failure(tmp_path, watch_loads):
     import emorec.faces.predict as face_predict
-    from emorec.data.inputs import load_or_failure
     from emorec.faces.predict import PhotoFaces, predict_face_paths
 
-    seen = []
-
-    def spy(path, min_size=None):
-        result = load_or_failure(path, min_size)
-        seen.append((path.name, isinstance(result, Failure)))
-        return result
-
-    monkeypatch.setattr(face_predict, "load_or_failure", spy)
+    seen = watch_loads(face_predict)
     good, corrupt, missing = tmp_path / "good.png", tmp_path / "corrupt.jpg", tmp_path / "missing.jpg"
     Image.new("RGB", (80, 60), "white").save(good)
     corrupt.write_bytes(b"\xff\xd8 not a jpeg")

@@ -3,10 +3,7 @@ cannot read."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import emorec.data.imageio as imageio
-from emorec.data.inputs import Failure, load_or_failure
 from emorec.data.manifest import Manifest, Sample
 from emorec.data.transforms import eval_resize_size
 from emorec.features.extract import extract_features
@@ -29,17 +26,10 @@ def test_jpegs_are_decoded_at_the_eval_resize_size_not_the_crop_size(tiny_datase
 
 
 def test_a_corrupt_and_a_missing_image_are_skipped_and_counted_through_load_or_failure(tiny_dataset, tmp_path,
-                                                                                          monkeypatch):
+                                                                                          watch_loads):
     import emorec.features.extract as extract
 
-    seen = []
-
-    def spy(path, min_size=None):
-        result = load_or_failure(path, min_size)
-        seen.append((Path(path).name, isinstance(result, Failure)))
-        return result
-
-    monkeypatch.setattr(extract, "load_or_failure", spy)
+    seen = watch_loads(extract)
     paths = [sorted((tiny_dataset / label).iterdir())[0] for label in ("anger", "awe", "fear")]
     manifest = Manifest([Sample(str(p), p.parent.name, "train") for p in paths], str(tiny_dataset))
     paths[0].write_bytes(b"\xff\xd8 not a jpeg")
