@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from emorec.cli.predict import print_skipped
+
 
 def run_predict_faces(args, predictor, paths, failures, device: str) -> int:
     from emorec.data.inputs import Failure
@@ -35,8 +37,7 @@ def run_predict_faces(args, predictor, paths, failures, device: str) -> int:
     finally:
         if writer:
             writer.close()
-    for failure in failures:
-        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    print_skipped(failures)
     where = f" to {args.output}" if args.output else ""
     drawn = f"; annotated copies in {args.annotate}" if args.annotate else ""
     print(f"found {faces} faces in {photos} photos{where}{drawn}; skipped {len(failures)} unreadable", file=sys.stderr)

@@ -33,6 +33,13 @@ def register(sub) -> None:
     p.set_defaults(func=run_predict)
 
 
+def print_skipped(failures) -> None:
+    """One `skipped PATH: REASON` line on stderr per unreadable input, in order (predict and
+    predict --faces)."""
+    for failure in failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+
+
 def run_predict(args) -> int:
     from pathlib import Path
 
@@ -71,8 +78,7 @@ def run_predict(args) -> int:
     finally:
         if writer:
             writer.close()
-    for failure in failures:
-        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    print_skipped(failures)
     where = f" to {args.output}" if args.output else ""
     print(f"predicted {written} images{where}; skipped {len(failures)} unreadable", file=sys.stderr)
     return 0 if written else 2
