@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from emorec.config import Config
 from emorec.errors import EmorecError
+from emorec.fit.backbones import BackboneChoice
 from emorec.fit.best_model import BestModel, remove_checkpoints
 from emorec.fit.budget import Budget, Estimates, parse_duration
 from emorec.fit.candidates import (
@@ -67,28 +68,6 @@ FINETUNE_START_S = 20.0
 
 
 @dataclass
-class BackboneChoice:
-    """A backbone to try: a timm name with a local weights file, timm's hub weights, or (tests,
-    smoke runs) random weights."""
-
-    name: str
-    weights: str | None = None
-    pretrained: bool = True
-
-    @classmethod
-    def parse(cls, text: str, random_init: bool = False) -> BackboneChoice:
-        """'NAME' (hub weights) or 'NAME=WEIGHTS_FILE' (local)."""
-        name, _, weights = text.partition("=")
-        if not name.strip():
-            raise EmorecError(f"--backbone '{text}': write NAME or NAME=WEIGHTS_FILE, e.g. "
-                              "tf_efficientnet_lite0=../shared/weights/tf_efficientnet_lite0/model.safetensors")
-        if weights and not Path(weights).is_file():
-            raise EmorecError(f"--backbone {text}: weights file not found: {weights}; pass an existing .safetensors "
-                              "or .pth file")
-        return cls(name.strip(), weights or None, not random_init and not weights)
-
-
-@dataclass
 class FitResult:
     output: Path
     best_dir: Path | None
@@ -108,15 +87,18 @@ def fit(source, output: str | Path, budget: str | float | Budget = "30m",
     module docstring. `backbones` default to the config's (the recipe's ResNet50, hub weights)."""
     from emorec.features.cache import DEFAULT_CACHE_ROOT
 
-    budget = budget if isinstance(budget, Budget) else Budget(parse_duration(budget))
-    search = _Search(source, Path(output), budget, config or Config(), image_size, views,
+    seconds = None if isinstance(budget, Budget) else parse_duration(budget)
+    base = config or Config()
+    choices = backbones or [BackboneChoice(base.model.backbone, base.model.weights, base.model.pretrained)]
+    for choice in choices:
+        choice.check()  # before the splits and any extraction: a wrong name or file costs no budget
+    budget = budget if seconds is None else Budget(seconds)
+    search = _Search(source, Path(output), budget, base, image_size, views,
                      tuple(heads), head_epochs, device, workers, progress, log,
                      Path(cache_dir) if cache_dir else Path(DEFAULT_CACHE_ROOT))
     unknown = set(heads) - set(HEAD_KINDS)
     if unknown:
         raise EmorecError(f"unknown head kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(HEAD_KINDS)}")
-    choices = backbones or [BackboneChoice(search.base.model.backbone, search.base.model.weights,
-                                           search.base.model.pretrained)]
     return search.run(choices, finetune, finetune_epochs, test)
 
 
