@@ -100,5 +100,6 @@ def _check_weights(name: str, path: Path, label: str) -> None:
     try:  # timm's checkpoint filter may rename or reshape what does not line up: the real build decides
         create_timm_backbone(name, weights=path)
     except EmorecError as e:
-        raise EmorecError(f"{label}: not weights of {name} ({str(e).split(';')[0]}); pass the file made for {name}, or the backbone "
+        why = str(e).split(";")[0]
+        raise EmorecError(f"{label}: not weights of {name} ({why}); pass the file made for {name}, or the backbone "
                           "name the file belongs to") from None
