@@ -233,6 +233,46 @@ def test_candidates_that_do_not_fit_the_budget_are_skipped_and_listed(photos, tm
     assert len(skipped) == 2 and all(r["status"] == "skipped" and "budget" in r["note"] for r in skipped)
 
 
+def test_a_class_with_fewer_images_than_folds_gets_fewer_folds_said_once_and_in_the_summary(tmp_path, class_images):
+    """4 images of fear: 2 train, 1 val, 1 test, so 3 train + val images cannot fill 5 stratified
+    folds; the search says so in one line, uses 3, and fit.json, FitResult and best/ say 3."""
+    from collections import Counter
+
+    from emorec.data.manifest import read_manifest
+
+    images = class_images(tmp_path / "few", {"amusement": 12, "anger": 12, "awe": 12, "fear": 4}, size=32)
+    lines: list[str] = []
+    output = tmp_path / "search"
+    result = fit(images, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False,
+                 **{**TINY, "log": lines.append})
+    per_class = Counter(s.label for s in read_manifest(str(output / "splits.csv")).samples if s.split != "test")
+    assert per_class["fear"] == 3 and min(v for k, v in per_class.items() if k != "fear") >= 5
+    notes = [line for line in lines if line.startswith("cross-validation")]
+    assert notes == ["cross-validation: 3 folds instead of 5: class fear (3) has fewer than 5 train + val images "
+                     "(a fold holds at least one image of each class)"]
+    assert result.folds == 3 and json.loads((output / "fit.json").read_text())["folds"] == 3
+    assert json.loads((result.best_dir / "summary.json").read_text())["folds"] == 3
+    assert "by 3-fold cross-validation" in (result.best_dir / "train.log").read_text()
+
+
+def test_a_class_with_one_train_and_val_image_cannot_be_cross_validated_a_one_line_error(photos, tmp_path):
+    """The dataset's own splits: fear has one val image and no train image (check_trainable allows
+    it), so no two folds can both hold a fear image."""
+    rows = ["path,label,split"]
+    for path in sorted(photos.glob("*/*.jpg")):
+        index, label = int(path.stem.split("_")[-1]), path.parent.name
+        split = "test" if index >= 10 else "val" if index >= 8 else "train"
+        if label == "fear" and index < 9:
+            continue
+        rows.append(f"{path},{label},{split}")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(EmorecError, match=r"^cross-validation of the linear probes needs at least 2 train \+ val "
+                                          r"images of every class; fear \(1\) has fewer: add images of that class, "
+                                          r"or leave logreg out of --heads$"):
+        fit(csv_path, tmp_path / "search", "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+
+
 def test_a_dataset_too_small_to_split_is_a_one_line_error_naming_the_minimum(tmp_path):
     """Two images per class cannot give every class a train, a val and a test image."""
     tiny = make_images(tmp_path / "tiny", per_class=2)
@@ -287,6 +327,7 @@ def test_cli_fit_prints_the_chosen_model(photos, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "chosen           test_efficientnet-" in out and str(tmp_path / "o" / "best") in out
+    assert "cross-validation 5 folds over the train + val images" in out
     assert main(["fit", str(photos), "--budget", "soon", "--output", str(tmp_path / "p")]) == 2
 
 

@@ -70,6 +70,8 @@ def run_fit(args) -> int:
     cv = f"  cross-validated macro-F1 {float(best['cv_macro_f1']):.4f}" if best.get("cv_macro_f1") else ""
     print(f"chosen           {best['candidate']}  val macro-F1 {float(best['val_macro_f1']):.4f}  "
           f"val accuracy {float(best['val_accuracy']):.4f}{cv}")
+    if result.folds:
+        print(f"cross-validation {result.folds} folds over the train + val images (probes)")
     print(f"best model       {result.best_dir}")
     print(f"time             {result.seconds:.0f} s (budget {args.budget})")
     if result.test is not None:

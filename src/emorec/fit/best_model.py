@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from emorec.errors import EmorecError
-from emorec.fit.crossval import FOLDS, ensemble_probe, train_val_views
+from emorec.fit.crossval import ensemble_probe, train_val_views
 from emorec.fit.feature_sets import COMBINED_TAG
 from emorec.fit.probe import LINEAR_HEAD, fit_probe_arrays, write_probe_run
 from emorec.fit.runners import MEMBERS_FILE, Workspace
@@ -68,8 +68,8 @@ class BestModel:
         self.install(lambda tmp: write_probe_run(
             ws.config(ws.base, LINEAR_HEAD, tmp), cache, probe, tmp,
             describe=f"{what}, refit on the train + val images (centre and mirrored views) after "
-                     f"{leader['candidate']} was chosen by {FOLDS}-fold cross-validation",
-            extra={"refit": "train+val", "cv_macro_f1": float(leader["cv_macro_f1"]),
+                     f"{leader['candidate']} was chosen by {ws.folds}-fold cross-validation",
+            extra={"refit": "train+val", "cv_macro_f1": float(leader["cv_macro_f1"]), "folds": ws.folds,
                    "note": "the val images were seen in training: cv_macro_f1 is the estimate"}),
             best_dir_of=leader["candidate"], refit_of=leader["candidate"])
 

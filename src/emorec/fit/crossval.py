@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from emorec.errors import EmorecError
 from emorec.fit.probe import Probe, fit_probe_arrays
 
 FOLDS = 5
@@ -33,6 +34,24 @@ def train_val_views(cache) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([p[0][:, :VIEWS].numpy() for p in parts])
     y = np.concatenate([p[1].numpy() for p in parts])
     return x, y
+
+
+def fold_count(class_counts: dict[str, int], k: int = FOLDS) -> tuple[int, str]:
+    """The folds a cross-validation over train + val can have, given each class's train + val
+    images: `k`, or as many as the smallest class has images (stratified folds hold at least one
+    image of each class), with a one-line note saying so; below two, an error naming the minimum."""
+    short = {name: n for name, n in sorted(class_counts.items()) if n < k}
+    if not short:
+        return k, ""
+    smallest = min(short.values())
+    listed = ", ".join(f"{name} ({n})" for name, n in short.items())
+    if smallest < 2:
+        raise EmorecError(f"cross-validation of the linear probes needs at least 2 train + val images of every class; "
+                          f"{listed} {'has' if len(short) == 1 else 'have'} fewer: add images of "
+                          f"{'that class' if len(short) == 1 else 'those classes'}, or leave logreg out of --heads")
+    return smallest, (f"cross-validation: {smallest} folds instead of {k}: class {listed} "
+                      f"{'has' if len(short) == 1 else 'have'} fewer than {k} train + val images "
+                      "(a fold holds at least one image of each class)")
 
 
 def folds(targets: np.ndarray, k: int = FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -30,7 +30,7 @@ from emorec.config import Config, apply_overrides, config_from_dict, load_config
 from emorec.errors import EmorecError
 from emorec.fit.budget import Budget
 from emorec.fit.candidates import Candidate
-from emorec.fit.crossval import ensemble_probe, out_of_fold_logits, train_val_views
+from emorec.fit.crossval import FOLDS, ensemble_probe, out_of_fold_logits, train_val_views
 from emorec.fit.feature_sets import COMBINED_TAG
 from emorec.fit.leaderboard import Leaderboard
 from emorec.fit.probe import LINEAR_HEAD, Probe, fit_logistic_regression, write_probe_run
@@ -59,6 +59,7 @@ class Workspace:
         self.output, self.base = output, base
         self.candidates_dir = output / "candidates"
         self.sets: dict[str, Any] = {}  # feature set name -> its cache
+        self.folds = FOLDS  # of the probes' cross-validation (fewer for a class of fewer images)
 
     def run_dir(self, candidate: Candidate) -> Path:
         return self.candidates_dir / candidate.id
@@ -102,7 +103,7 @@ class ProbeRunner:
         probe = self.fit(cache, C, seed=cfg.train.seed)
         row = write_probe_run(cfg, cache, probe, run_dir)
         x, y = self.views(cache)
-        logits = out_of_fold_logits(x, y, C, len(cache.label_names), seed=cfg.train.seed)
+        logits = out_of_fold_logits(x, y, C, len(cache.label_names), seed=cfg.train.seed, k=ws.folds)
         # Kept for the ensemble of probes: its folds' logits and the train-only map.
         np.savez(run_dir / CV_FILE, logits=logits, targets=y, weight=probe.weight, bias=probe.bias)
         return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,7 @@ from emorec.fit.candidates import (
     finetune_candidate,
     grid,
 )
+from emorec.fit.crossval import fold_count
 from emorec.fit.feature_sets import (
     FEATURE_VARIANTS,
     as_feature_sets,
@@ -75,6 +77,7 @@ class FitResult:
     test: dict[str, Any] | None  # the chosen model's test metrics (None: no test split or test=False)
     seconds: float
     rows: list[dict[str, str]] = field(default_factory=list)
+    folds: int | None = None  # of the probes' cross-validation (None: no probe in the search)
 
 
 def fit(source, output: str | Path, budget: str | float | Budget = "30m",
@@ -139,6 +142,14 @@ class _Search:
         if not self.counts.get("train") or not self.counts.get("val"):
             raise EmorecError(f"{self.source}: emorec fit needs train and val images (found {self.counts}); set "
                               "data.val_fraction > 0 or add a val split")
+        self.folds = None
+        if "logreg" in self.heads:
+            per_class = Counter(s.label for s in self.manifest.samples if s.split in ("train", "val"))
+            self.folds, note = fold_count(per_class)
+            if note:
+                self.log(note)
+            self.workspace.folds = self.folds
+        self.state["folds"] = self.folds
         self.estimates = Estimates(self.counts, self.image_size, self.views, self.device)
         self.test_reserve = self.estimates.test_pass(choices[0].name) if test and self.counts.get("test") else 0.0
         tags = self._tags(choices)
@@ -187,7 +198,8 @@ class _Search:
         scores = self.best.test(self.device, self.workers) if test and self.counts.get("test") else None
         self.state.update(best=leader["candidate"], test=scores, seconds=round(self.budget.elapsed(), 1))
         self.state.save()
-        return FitResult(self.output, self.best.best_dir, leader, scores, self.budget.elapsed(), list(self.board.rows))
+        return FitResult(self.output, self.best.best_dir, leader, scores, self.budget.elapsed(), list(self.board.rows),
+                         self.folds)
 
     @staticmethod
     def _tags(choices: list[BackboneChoice]) -> list[str]:
