@@ -175,6 +175,50 @@ def test_an_interrupted_search_resumes_without_running_finished_candidates(photo
     assert again.best["candidate"] == result.best["candidate"]
 
 
+def test_a_candidate_that_fails_in_any_way_is_listed_as_failed_and_the_search_goes_on(photos, tmp_path, monkeypatch):
+    """Out of memory (CUDA's RuntimeError, MemoryError) or a plain bug: that candidate's row is
+    failed with a one-line reason, its traceback is in fit.log, and the next candidates still run."""
+    import emorec.fit.search as search
+
+    errors = [RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nSee the documentation"), MemoryError()]
+
+    def failing(*args, **kwargs):
+        raise errors.pop(0)
+
+    monkeypatch.setattr(search, "fit_logistic_regression", failing)
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg", "linear"), finetune=False, test=False, **TINY)
+    rows = leaderboard(output)
+    probes = [r for r in rows if r["kind"] == "logreg"]
+    assert [(r["status"], r["note"]) for r in probes] == [
+        ("failed", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"), ("failed", "MemoryError")]
+    heads = [r for r in rows if r["kind"] == "head"]
+    assert len(heads) == 4 and all(r["status"] == "done" for r in heads)
+    assert result.best["kind"] == "head" and "MemoryError" in (output / "fit.log").read_text()
+
+
+def test_a_backbone_whose_extraction_fails_is_listed_and_the_next_backbone_is_tried(photos, tmp_path, monkeypatch):
+    import emorec.fit.search as search
+
+    real = search.extract_variants
+
+    def out_of_memory_for_the_first(manifest, name, *args, **kwargs):
+        if name == "test_efficientnet_ln":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return real(manifest, name, *args, **kwargs)
+
+    monkeypatch.setattr(search, "extract_variants", out_of_memory_for_the_first)
+    twins = [BackboneChoice("test_efficientnet_ln", None, pretrained=False),
+             BackboneChoice("test_efficientnet", None, pretrained=False)]
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", twins, heads=("logreg",), finetune=False, test=False, **TINY)
+    rows = {r["candidate"]: r for r in leaderboard(output)}
+    failed = rows["test_efficientnet_ln-features"]
+    assert (failed["status"], failed["note"]) == ("failed", "RuntimeError: CUDA out of memory. Tried to allocate 8.00 GiB")
+    assert rows["test_efficientnet-features"]["status"] == "done"
+    assert result.best["candidate"].startswith("test_efficientnet-")
+
+
 def test_several_backbones_are_tried_alone_and_together(photos, tmp_path):
     """Two backbones with weight files: each one's feature sets, then both combined (their caches
     joined, no backbone run again); a combined leader is a normal run of the backbone group."""

@@ -69,6 +69,18 @@ MIN_FINETUNE_EPOCHS = 2
 FINETUNE_START_S = 20.0
 
 
+def release_memory() -> None:
+    """What a failed piece of work held, handed back before the next one starts (an out-of-memory
+    candidate must not leave the next one short)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @dataclass
 class FitResult:
     output: Path
@@ -191,6 +203,10 @@ class _Search:
             self.bar.close()
         leader = self.board.best()
         if leader is None:
+            failed = [r for r in self.board.rows if r["status"] == "failed"]
+            if failed:
+                raise EmorecError(f"no candidate finished: {len(failed)} failed, {failed[0]['candidate']} with "
+                                  f"{failed[0]['note']} (see {self.output / 'leaderboard.csv'} and fit.log)")
             raise EmorecError(f"no candidate finished within the budget of {self.budget.seconds:.0f} s; give a "
                               f"larger --budget (see {self.output / 'leaderboard.csv'})")
         self.best.promote(leader)
@@ -212,7 +228,10 @@ class _Search:
     # -- features -----------------------------------------------------------------------------
 
     def _features(self, choice: BackboneChoice, tag: str, first: bool) -> list[tuple[FeatureSet, Any]]:
-        """The feature sets of one backbone (extracted or found), or [] when the budget is spent."""
+        """The feature sets of one backbone (extracted or found), or [] when the budget is spent
+        or the extraction failed (its row says why)."""
+        from emorec.training.result import TrainingInterrupted
+
         caches = open_caches(self.state["caches"].get(tag))
         if caches is None:
             row = Candidate(f"{tag}-features", "extract", FeatureSet(tag, choice.name, "all", "meanstd"), "-")
@@ -229,10 +248,24 @@ class _Search:
             started = time.monotonic()
             self.log(f"features of {choice.name} at {self.image_size} px (~{estimate:.0f} s estimated, "
                      f"{self.budget.remaining():.0f} s left)")
-            caches = extract_variants(train_and_val(self.manifest), choice.name, choice.weights, choice.pretrained,
-                                      image_size=self.image_size, views=self.views, cache_dir=self.cache_dir,
-                                      cfg=self.base, workers=self.workers, progress=self.progress,
-                                      device=str(self.device), log=self.log)
+            try:
+                caches = extract_variants(train_and_val(self.manifest), choice.name, choice.weights,
+                                          choice.pretrained, image_size=self.image_size, views=self.views,
+                                          cache_dir=self.cache_dir, cfg=self.base, workers=self.workers,
+                                          progress=self.progress, device=str(self.device), log=self.log)
+            except TrainingInterrupted:
+                raise
+            except Exception as e:  # noqa: BLE001 - this backbone is out; the others are still tried
+                failed = {**row.row(), "status": "failed", "note": self._failure(e),
+                          "seconds": time.monotonic() - started}
+            else:
+                failed = None
+            if failed is not None:
+                release_memory()
+                self.board.record(failed)
+                self._print(failed, self.board.best())
+                self.bar.update(1 + len(FEATURE_VARIANTS) * self.per_set)
+                return []
             seconds = time.monotonic() - started
             self.estimates.calibrate(estimate, seconds)
             self.state["caches"][tag] = {k: str(c.root) for k, c in caches.items()}
@@ -292,17 +325,34 @@ class _Search:
 
         run_dir = self.workspace.run_dir(candidate)
         started = time.monotonic()
+        failure = None
         try:
             with self.workspace.quiet():
                 allowed = self.budget.share(max(1.0, self.budget.remaining() - self.test_reserve))
                 row = self.runners.run(candidate, allowed)
         except TrainingInterrupted:
             raise
-        except EmorecError as e:
-            self._finish(candidate, {"status": "failed", "note": str(e).splitlines()[0][:200],
-                                     "seconds": time.monotonic() - started}, run_dir)
+        except Exception as e:  # noqa: BLE001 - one candidate's failure (out of memory, a bug) ends only that one
+            failure = self._failure(e)
+        if failure is not None:
+            release_memory()  # out of the except block: the traceback's frames (and their tensors) are gone
+            self._finish(candidate, {"status": "failed", "note": failure, "seconds": time.monotonic() - started},
+                         run_dir)
             return
         self._finish(candidate, {**row, "seconds": time.monotonic() - started, "status": DONE}, run_dir)
+
+    def _failure(self, error: Exception) -> str:
+        """The one-line reason of a failed candidate or extraction; an unexpected error's traceback
+        goes to fit.log."""
+        import traceback
+
+        if not isinstance(error, EmorecError):
+            with open(self.output / "fit.log", "a", encoding="utf-8") as f:
+                f.write("".join(traceback.format_exception(error)))
+        text = str(error).strip()
+        line = text.splitlines()[0] if text else ""
+        reason = line if isinstance(error, EmorecError) else f"{type(error).__name__}: {line}".rstrip(": ")
+        return reason[:200]
 
     def _finish(self, candidate: Candidate, result: dict, run_dir: Path) -> None:
         row = {**candidate.row(), **result}
