@@ -220,6 +220,59 @@ def test_a_backbone_whose_extraction_fails_is_listed_and_the_next_backbone_is_tr
     assert result.best["candidate"].startswith("test_efficientnet-")
 
 
+def test_a_search_resumed_with_other_settings_is_refused_in_one_line_naming_the_setting(photos, tmp_path):
+    """Candidate ids do not name the image size, the seed, the views, the weights or the config:
+    finished rows made with other values must not be reused. Same settings still resume."""
+    import dataclasses
+
+    from emorec.config import Config
+
+    output = tmp_path / "search"
+    quick = dict(heads=("logreg",), finetune=False, test=False)
+    first = fit(photos, output, "10m", BACKBONE, **quick, **TINY)
+    recorded = json.loads((output / "fit.json").read_text())["settings"]
+    assert recorded["--image-size"] == 32 and recorded["--set train.seed"] == 42
+    board = (output / "leaderboard.csv").read_text()
+
+    base = Config()
+    seeded = dataclasses.replace(base, train=dataclasses.replace(base.train, seed=7))
+    split = dataclasses.replace(base, data=dataclasses.replace(base.data, val_fraction=0.2))
+    refusals = [
+        (dict(TINY, image_size=48), {}, "--image-size 32, not --image-size 48"),
+        (TINY, dict(config=seeded), "--set train.seed=42, not --set train.seed=7"),
+        (dict(TINY, views=2), {}, "--views 1, not --views 2"),
+        (dict(TINY, head_epochs=5), dict(heads=("logreg", "linear")), "--head-epochs 2, not --head-epochs 5"),
+        (TINY, dict(config=split), "--set data.val_fraction=0.1, not --set data.val_fraction=0.2"),
+    ]
+    for settings, extra, named in refusals:
+        with pytest.raises(EmorecError) as raised:
+            fit(photos, output, "10m", BACKBONE, **{**quick, **extra}, **settings)
+        message = str(raised.value)
+        assert "\n" not in message and f"holds a search made with {named};" in message
+        assert message.endswith(f"pass a new --output, or {named.split(', not')[0]} to resume it")
+    assert (output / "leaderboard.csv").read_text() == board, "nothing ran"
+
+    again = fit(photos, output, "10m", BACKBONE, **quick, **TINY)
+    assert again.best["candidate"] == first.best["candidate"]
+
+
+def test_a_resumed_search_with_other_weights_for_a_backbone_is_refused(photos, tmp_path):
+    from emorec.models.backbone import create_backbone
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"w{seed}.pth")
+        torch.save(create_backbone("test_efficientnet").state_dict(), paths[-1])
+    output = tmp_path / "search"
+    fit(photos, output, "10m", [BackboneChoice.parse(f"test_efficientnet={paths[0]}")], heads=("logreg",),
+        finetune=False, test=False, **TINY)
+    with pytest.raises(EmorecError, match=f"made with --backbone test_efficientnet={paths[0]}, not --backbone "
+                                          f"test_efficientnet={paths[1]};"):
+        fit(photos, output, "10m", [BackboneChoice.parse(f"test_efficientnet={paths[1]}")], heads=("logreg",),
+            finetune=False, test=False, **TINY)
+
+
 def test_several_backbones_are_tried_alone_and_together(photos, tmp_path):
     """Two backbones with weight files: each one's feature sets, then both combined (their caches
     joined, no backbone run again); a combined leader is a normal run of the backbone group."""

@@ -28,6 +28,7 @@ trainer's own console output goes to `OUTPUT/fit.log`; the console shows one lin
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,6 +68,43 @@ from emorec.fit.state import SearchState, search_splits, train_and_val
 MIN_FINETUNE_EPOCHS = 2
 # Kept back for starting a fine-tune: the model build and the first batches.
 FINETUNE_START_S = 20.0
+
+
+# Settings key prefix of each backbone (by tag); config keys that change how fast, not what, a
+# search computes, or that fit sets itself (data.image_size is --image-size).
+BACKBONE_KEY = "--backbone "
+RUNTIME_KEYS = {"data.image_size", "data.num_workers", "data.pin_memory", "data.persistent_workers", "train.device",
+                "train.output_dir", "train.name", "train.time_limit_s", "train.checkpoint_every_steps",
+                "eval.batch_size"}
+
+
+def describe_setting(key: str, value: Any) -> str:
+    """A recorded setting as the command line gives it: '--image-size 224', '--set train.seed=42',
+    '--backbone NAME=FILE', '--backbone NAME --random-init'."""
+    if key.startswith(BACKBONE_KEY):
+        if value.get("weights"):
+            return f"--backbone {value['name']}={value['weights']}"
+        return f"--backbone {value['name']}" + ("" if value.get("pretrained") else " --random-init")
+    if key.startswith("--set "):
+        return f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+    return f"{key} {value}"
+
+
+def same_setting(key: str, old: Any, new: Any) -> bool:
+    """Equal settings; a backbone's weights by content, so a weights file moved elsewhere still resumes."""
+    if key.startswith(BACKBONE_KEY):
+        return all(old.get(k) == new.get(k) for k in ("name", "pretrained", "sha256"))
+    return old == new
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def release_memory() -> None:
@@ -142,8 +180,10 @@ class _Search:
     def run(self, choices: list[BackboneChoice], finetune: bool, finetune_epochs: int, test: bool) -> FitResult:
         from tqdm import tqdm
 
+        tags = self._tags(choices)
         self.output.mkdir(parents=True, exist_ok=True)
         self.state = SearchState.load(self.output, self.source)
+        self.state.check_settings(self._settings(choices, tags), describe_setting, same_setting)
         self.manifest = search_splits(self.source, self.output, self.base.data, self.state)
         self.board = Leaderboard(self.output / "leaderboard.csv")
         # The probe fitter is looked up here, not in runners.py, so a test can replace it in this module.
@@ -164,7 +204,6 @@ class _Search:
         self.state["folds"] = self.folds
         self.estimates = Estimates(self.counts, self.image_size, self.views, self.device)
         self.test_reserve = self.estimates.test_pass(choices[0].name) if test and self.counts.get("test") else 0.0
-        tags = self._tags(choices)
         self.board.margin = one_standard_error(self.counts["val"])
         planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * self.per_set)
                    + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune))
@@ -216,6 +255,22 @@ class _Search:
         self.state.save()
         return FitResult(self.output, self.best.best_dir, leader, scores, self.budget.elapsed(), list(self.board.rows),
                          self.folds)
+
+    def _settings(self, choices: list[BackboneChoice], tags: list[str]) -> dict[str, Any]:
+        """What the candidates' results depend on besides their ids, by the name the command line
+        gives it (`describe_setting`): a resumed search must have the same (state.py)."""
+        from emorec.features.cache import file_sha256
+
+        settings: dict[str, Any] = {"--image-size": self.image_size, "--views": self.views,
+                                    "--head-epochs": self.head_epochs}
+        for choice, tag in zip(choices, tags):
+            weights = [w for w in (choice.weights or "").split("+") if w]
+            settings[f"{BACKBONE_KEY}{tag}"] = {
+                "name": choice.name, "weights": choice.weights, "pretrained": choice.pretrained,
+                "sha256": [file_sha256(w) for w in weights]}
+        flat = _flatten(self.base.to_dict())
+        settings.update({f"--set {key}": value for key, value in flat.items() if key not in RUNTIME_KEYS})
+        return settings
 
     @staticmethod
     def _tags(choices: list[BackboneChoice]) -> list[str]:

@@ -1,12 +1,19 @@
 """What a search keeps in OUTPUT besides its runs, and reads back when run again: `fit.json`
-(the source, each backbone's feature caches, which candidate OUTPUT/best/ holds, the result) and
-`splits.csv` (the splits, made once, so a resumed search compares candidates on the same images).
+(the source, the settings, each backbone's feature caches, which candidate OUTPUT/best/ holds, the
+result) and `splits.csv` (the splits, made once, so a resumed search compares candidates on the
+same images).
+
+Finished candidates are known by their ids, which do not name the settings they ran with (image
+size, views, weights, seed, config): a search run again in the same OUTPUT with other settings
+would reuse them as if they were its own. So the settings are recorded when a search starts and
+a resumed one with other values is refused (`check_settings`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 from emorec.errors import EmorecError
 
@@ -33,6 +40,23 @@ class SearchState(dict):
         state["source"] = source
         state.setdefault("caches", {})
         return cls(path, state)
+
+    def check_settings(self, settings: dict[str, Any], describe: Callable[[str, Any], str],
+                       same: Callable[[str, Any, Any], bool] = lambda _key, a, b: a == b) -> None:
+        """Record `settings` (JSON-able, by key) in fit.json, refusing with a one-line error the
+        first one whose recorded value differs (`same`); `describe(key, value)` writes a setting
+        as the command line gives it. Keys recorded or given only once (a backbone added to a
+        resumed search, a setting older searches did not record) are not compared."""
+        settings = json.loads(json.dumps(settings, default=str))  # tuples as lists, as read back
+        recorded = self.get("settings") or {}
+        for key, value in settings.items():
+            if key in recorded and not same(key, recorded[key], value):
+                old = describe(key, recorded[key])
+                raise EmorecError(f"{self.path.parent} holds a search made with {old}, not {describe(key, value)}; "
+                                  f"its finished candidates would be reused as if made so: pass a new --output, or "
+                                  f"{old} to resume it")
+        self["settings"] = {**recorded, **settings}
+        self.save()
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".json.tmp")
