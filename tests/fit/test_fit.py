@@ -140,6 +140,31 @@ def test_a_trainer_run_ahead_of_the_best_probe_on_val_leads_and_is_installed_as_
     assert_only_the_contenders_keep_a_loadable_best_checkpoint(output, result.best["candidate"])
 
 
+def test_a_probe_that_ends_up_leading_after_a_resume_is_refit_whoever_led_before(photos, tmp_path, monkeypatch):
+    """The lead changes across resumes: a head first, then a probe added by a resumed run, then the
+    head again, then the same probe again (the margin is forced each time). Whenever a probe
+    leads at the end, best/ is its refit on train + val, never the train-only probe."""
+    import emorec.fit.search as search
+
+    output = tmp_path / "search"
+    quick = dict(finetune=False, test=False, **TINY)
+
+    def leader_and_best(margin: float, heads: tuple[str, ...]) -> tuple[dict, dict]:
+        monkeypatch.setattr(search, "one_standard_error", lambda val_images: margin)
+        result = fit(photos, output, "10m", BACKBONE, heads=heads, **quick)
+        return result.best, json.loads((result.best_dir / "summary.json").read_text())
+
+    head, summary = leader_and_best(-1.0, ("linear",))
+    assert head["kind"] == "head" and "refit" not in summary
+    probe, summary = leader_and_best(1.0, ("logreg", "linear"))
+    assert probe["kind"] == "logreg" and summary["refit"] == "train+val"
+    again, summary = leader_and_best(-1.0, ("logreg", "linear"))
+    assert again["kind"] == "head" and "refit" not in summary
+    back, summary = leader_and_best(1.0, ("logreg", "linear"))
+    assert back["candidate"] == probe["candidate"]
+    assert summary.get("refit") == "train+val", "best/ is the probe refit on train + val, not its train-only run"
+
+
 def test_an_interrupted_search_resumes_without_running_finished_candidates(photos, tmp_path, monkeypatch):
     import emorec.fit.search as search
 

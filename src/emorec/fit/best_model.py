@@ -24,8 +24,9 @@ from emorec.fit.state import SPLITS_FILE, SearchState
 
 
 class BestModel:
-    """OUTPUT/best/; `state` (fit.json) records which candidate it holds (`best_dir_of`) and which
-    one it is the refit of (`refit_of`), so a resumed search does neither twice."""
+    """OUTPUT/best/; `state` (fit.json) records which candidate it holds (`best_dir_of`) and
+    whether it is that candidate's refit (`refit_of`, None for a copy of its run), so a resumed
+    search does neither twice."""
 
     def __init__(self, workspace: Workspace, state: SearchState):
         self.workspace, self.state = workspace, state
@@ -40,11 +41,16 @@ class BestModel:
         if not (source / "checkpoints" / "best.pt").is_file():
             raise EmorecError(f"the leading candidate's checkpoint is missing: {source}/checkpoints/best.pt; delete "
                               f"its row from {self.output / 'leaderboard.csv'} and run the search again")
-        self.install(lambda tmp: shutil.copytree(source, tmp), best_dir_of=leader["candidate"])
+        # best/ is now the train-only run: a refit made before (the lead can pass to another
+        # candidate and come back, also across resumes) is gone with what it replaced.
+        self.install(lambda tmp: shutil.copytree(source, tmp), best_dir_of=leader["candidate"], refit_of=None)
 
     def refit(self, leader: dict[str, str]) -> None:
-        """A cross-validated leader refit on train + val (both views of every image) into best/."""
-        if leader["kind"] not in ("logreg", "ensemble") or self.state.get("refit_of") == leader["candidate"]:
+        """A cross-validated leader refit on train + val (both views of every image) into best/,
+        unless best/ already holds that refit."""
+        done = (self.state.get("refit_of") == self.state.get("best_dir_of") == leader["candidate"]
+                and (self.best_dir / "checkpoints").is_dir())
+        if leader["kind"] not in ("logreg", "ensemble") or done:
             return
         ws = self.workspace
         source = ws.candidates_dir / leader["candidate"]
