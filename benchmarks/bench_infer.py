@@ -4,6 +4,10 @@ emorec     the served path: the model exported by `serving.export.export_onnx` (
            batch, parity-checked against PyTorch) and run by `serving.onnx_runtime.OnnxClassifier`
            (ONNX Runtime, CPU provider).
 reference  PyTorch eager under `torch.inference_mode()`.
+int8       the same ONNX model after `serving.quantize.quantize_model` (ONNX Runtime static
+           quantization, QDQ, per-channel; calibrated on the benchmark's inputs: speed does not
+           depend on the calibration), run by the same OnnxClassifier (issue 24: >= 1.5x fp32 ONNX
+           Runtime). Its accuracy is checked by `emorec export --quantize int8`, not here.
 Also       `torch.compile` (inductor) of the same model, where it works on this machine; when it
            fails or exceeds its time budget it is reported as unavailable with the reason.
 The model is emorec's `build_model` of the recipe head on tf_efficientnet_lite0 (pretrained=False:
@@ -31,7 +35,7 @@ import _common as C  # noqa: E402
 NAME = "infer"
 CLASSES = 7
 SIZE = 224
-BATCHES = (1, 32)
+BATCHES = (1, 16, 32)
 
 
 def build(backbone: str):
@@ -75,6 +79,24 @@ def export(model, path: Path, batch, threads: int = 0) -> tuple[object, str]:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return (lambda x: session.run(None, {"image": x})[0]), f"torch.onnx.export + onnxruntime ({why})"
+
+
+def quantized(fp32_path: Path, batch, threads: int = 0) -> dict:
+    """{"available": True, "logits": callable, "quantize_s": ...} for the INT8 model of `fp32_path`,
+    or {"available": False, "reason": ...} where emorec's quantizer is missing or fails."""
+    mod, why = C.optional_import("emorec.serving.quantize")
+    if mod is None:
+        return {"available": False, "reason": why}
+    from emorec.serving.onnx_runtime import OnnxClassifier
+
+    path = fp32_path.with_name("model.int8.onnx")
+    t = time.perf_counter()
+    try:
+        mod.quantize_model(fp32_path, path, batch)
+    except Exception as e:  # noqa: BLE001 - reported as unavailable, with why
+        return {"available": False, "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return {"available": True, "logits": OnnxClassifier(path, threads=threads).logits, "quantize_s": time.perf_counter() - t,
+            "calibration": f"{len(batch)} benchmark inputs"}
 
 
 class CompileTimeout(Exception):
@@ -133,7 +155,7 @@ def main(argv=None) -> int:
     C.apply_threads(args)
 
     repeats = args.repeats or (5 if args.quick else 11)
-    iters = {1: 8 if args.quick else 32, 32: 1 if args.quick else 3}  # calls per timed repeat
+    iters = {1: 8 if args.quick else 32, 16: 1 if args.quick else 4, 32: 1 if args.quick else 3}  # calls per timed repeat
     batch = np.random.default_rng(0).standard_normal((max(BATCHES), 3, SIZE, SIZE)).astype(np.float32)
     model, model_src = build(args.backbone)
     C.log(f"model: {model_src}")
@@ -147,6 +169,10 @@ def main(argv=None) -> int:
             return model(torch.from_numpy(x))
 
     runners = {"eager": eager, "onnxruntime": ort_fn}
+    int8_info = quantized(tmp / "model.onnx", batch, args.threads or 0)
+    if int8_info.get("available"):
+        runners["onnxruntime-int8"] = int8_info.pop("logits")
+    C.log(f"int8: {int8_info}")
     compile_info: dict = {"available": False}
     if args.no_compile:
         compile_info["reason"] = "skipped (--no-compile)"
@@ -179,13 +205,15 @@ def main(argv=None) -> int:
 
     rows = []
     for key, res in results.items():
-        for k in ("eager", "torch.compile", "onnxruntime"):
+        for k in ("eager", "torch.compile", "onnxruntime", "onnxruntime-int8"):
             if k in res:
                 rows.append([f"{key} {k}", res[k]["per_s"], res[k]["per_s"] / res["eager"]["per_s"]])
-            elif k == "torch.compile":
+            elif k in ("torch.compile", "onnxruntime-int8"):
                 rows.append([f"{key} {k}", "unavailable", "-"])
     print(C.table(rows, ["runtime", "images/s", "vs eager"]))
     notes = [f"model: {model_src}", f"onnx: {ort_src}",
+             "int8: " + (", ".join(f"batch {b} {results[f'batch{b}']['onnxruntime-int8']['per_s'] / results[f'batch{b}']['onnxruntime']['per_s']:.2f}x fp32 ONNX Runtime"
+                                   for b in BATCHES) if "onnxruntime-int8" in results["batch1"] else f"unavailable: {int8_info.get('reason')}"),
              "torch.compile: " + (f"{compile_info['compile_s']:.0f} s to compile both batch sizes"
                                   if compile_info["available"] else f"unavailable: {compile_info['reason']}"),
              f"{torch.get_num_threads()} torch threads, onnxruntime "
@@ -193,7 +221,7 @@ def main(argv=None) -> int:
     b32 = results["batch32"]
     C.finish(NAME, args, b32["onnxruntime"]["per_s"], b32["eager"]["per_s"], "images/s",
              {"backbone": args.backbone, "model": model_src, "export": ort_src, "image_size": SIZE,
-              "repeats": repeats, "calls_per_repeat": iters, "compile": compile_info, "results": results,
+              "repeats": repeats, "calls_per_repeat": iters, "compile": compile_info, "int8": int8_info, "results": results,
               "headline": "ONNX Runtime (emorec's exporter) vs PyTorch eager, batch 32"},
              notes=notes)
     return 0

@@ -23,6 +23,8 @@ def register(sub) -> None:
                    help="average over views in this mode (implies --tta): views (flip and zoomed crops) or "
                         "ten-crop (centre + corners of the resized image and their mirrors)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--fp32", action="store_true",
+                   help="for a run with an INT8 model (emorec export --quantize int8): run the original model instead")
     p.add_argument("--device", default="auto", help="for PyTorch models: auto, cpu, cuda or cuda:N")
     p.add_argument("--faces", action="store_true",
                    help="photos for a face-trained model: detect every face, classify each crop; one row per face "
@@ -57,7 +59,8 @@ def run_predict(args) -> int:
     paths, failures = collect_inputs(args.inputs)
     if not paths and not failures:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
-    predictor = open_predictor(args.model, args.device)
+    predictor = open_predictor(args.model, args.device, int8=not args.fp32)
+    print(f"model: {predictor.description}", file=sys.stderr)
     if args.faces:
         from emorec.cli.faces import run_predict_faces
 

@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--detector", default="mtcnn", choices=sorted(DETECTORS), help="face detector for faces=true (default: mtcnn)")
     p.add_argument("--face-detect-size", type=int, default=DETECT_SIZE,
                    help=f"shorter side, in px, the face detector sees at most; boxes are still in the photo's pixels (default: {DETECT_SIZE})")
+    p.add_argument("--fp32", action="store_true",
+                   help="onnx backend, for a run with an INT8 model (emorec export --quantize int8): serve model.onnx instead")
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per forward pass (default: all cores)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -46,6 +48,7 @@ def register(sub) -> None:
 
 def run_serve(args) -> int:
     import os
+    import sys
 
     from emorec.serving.backend import onnx_path_for, open_backend
     from emorec.serving.server import API_KEY_ENV, ServeSettings, check_settings, serve
@@ -61,8 +64,9 @@ def run_serve(args) -> int:
     )
     check_settings(settings)  # before loading anything: a refused --host should fail at once
     if settings.backend == "onnx":
-        settings.model = str(onnx_path_for(model))  # exports a run once; workers then load the file
+        settings.model = str(onnx_path_for(model, int8=not args.fp32))  # exports a run once; workers then load the file
     # Load here so a bad model is a one-line error before the port opens; workers load their own.
     backend = open_backend(settings.model, settings.backend, settings.device, settings.threads) if settings.workers == 1 else None
+    print(f"model: {backend.description if backend else settings.model}", file=sys.stderr)
     serve(settings, backend)
     return 0

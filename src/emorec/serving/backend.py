@@ -41,6 +41,10 @@ class OnnxBackend:
         self.labels: list[str] = list(self.model.labels)
         # JPEGs may be decoded at reduced scale (draft mode), but never below the Resize target.
         self.min_size = max(self.model.preprocessing.resize)
+        self.precision = "int8" if "int8_check" in self.model.metadata else "fp32"
+        from emorec.serving.quantize import describe
+
+        self.description = f"{self.path}: ONNX Runtime, {describe(self.model)}"
 
     def prepare(self, image) -> np.ndarray:
         return self.model.preprocessing(image)
@@ -65,6 +69,7 @@ class TorchBackend:
         self.predictor = TorchPredictor(self.path, device)
         self.labels: list[str] = list(self.predictor.labels)
         self.min_size = self.predictor.min_size
+        self.precision, self.description = "fp32", self.predictor.description
 
     def prepare(self, image) -> np.ndarray:
         return self.predictor.loaded.transform(image).numpy()
@@ -88,8 +93,27 @@ class TorchBackend:
         return overlay(image, heat), int(index)
 
 
-def onnx_path_for(model: str | Path, export_missing: bool = True) -> Path:
-    """The .onnx file to serve for MODEL: itself, or RUN_DIR/export/model.onnx (exported when missing).
+def export_dir_of(path: Path) -> Path:
+    """RUN_DIR/export for a run directory or one of its checkpoints."""
+    home = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return home / "export"
+
+
+def int8_model_of(model: str | Path) -> Path | None:
+    """RUN_DIR/export/model.int8.onnx when the run (directory or checkpoint) has one; `emorec export
+    --quantize int8` writes it only after it agreed with the fp32 model on the val split."""
+    from emorec.serving.quantize import INT8_FILE_NAME
+
+    path = Path(model)
+    if path.suffix.lower() == ".onnx" or not path.exists():
+        return None
+    candidate = export_dir_of(path) / INT8_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def onnx_path_for(model: str | Path, export_missing: bool = True, int8: bool = True) -> Path:
+    """The .onnx file to serve for MODEL: itself, or RUN_DIR/export/model.int8.onnx when the run has
+    one (and `int8`), else RUN_DIR/export/model.onnx (exported when missing).
 
     Exporting writes exactly what `emorec export RUN_DIR` would, so serving a run the first time
     needs torch once; afterwards the .onnx file alone is served.
@@ -101,8 +125,9 @@ def onnx_path_for(model: str | Path, export_missing: bool = True) -> Path:
         return path
     if not path.exists():
         raise EmorecError(f"model not found: {path}; pass a run directory, a .pt checkpoint or an exported .onnx file")
-    home = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    exported = home / "export" / "model.onnx"
+    if int8 and (quantized := int8_model_of(path)) is not None:
+        return quantized
+    exported = export_dir_of(path) / "model.onnx"
     if exported.is_file():
         return exported
     if not export_missing:
@@ -113,12 +138,13 @@ def onnx_path_for(model: str | Path, export_missing: bool = True) -> Path:
     return results[0].path
 
 
-def open_backend(model: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 0):
-    """OnnxBackend or TorchBackend for a run directory, checkpoint or .onnx file."""
+def open_backend(model: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 0, int8: bool = True):
+    """OnnxBackend or TorchBackend for a run directory, checkpoint or .onnx file (the onnx backend
+    runs a run's INT8 model when it has one, unless `int8` is False)."""
     if backend not in BACKENDS:
         raise EmorecError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
     if backend == "onnx":
-        return OnnxBackend(onnx_path_for(model), threads=threads)
+        return OnnxBackend(onnx_path_for(model, int8=int8), threads=threads)
     if Path(model).suffix.lower() == ".onnx":
         raise EmorecError(f"{model} is an ONNX file; the torch backend needs a run directory or .pt checkpoint (or use --backend onnx)")
     return TorchBackend(model, device)

@@ -50,8 +50,11 @@ class ExportResult:
     max_abs_diff: float  # largest |exported - PyTorch| logit over the parity images
     parity_inputs: str  # what the check ran on
     extra: dict = field(default_factory=dict)
+    note: str = ""  # what was checked, where a logit difference is not the measure (INT8)
 
     def line(self) -> str:
+        if self.note:
+            return f"{self.format:<12} {self.path}  {self.note}"
         return f"{self.format:<12} {self.path}  max |diff| {self.max_abs_diff:.2e} on {self.parity_inputs}"
 
 
@@ -202,16 +205,23 @@ EXPORTERS = {"onnx": ("ONNX", export_onnx), "torchscript": ("TorchScript", expor
 
 
 def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output_dir: str | Path | None = None,
-               tolerance: float = PARITY_TOLERANCE, preprocess_tolerance: float = PREPROCESS_TOLERANCE) -> list[ExportResult]:
+               tolerance: float = PARITY_TOLERANCE, preprocess_tolerance: float = PREPROCESS_TOLERANCE,
+               quantize: str | None = None) -> list[ExportResult]:
     """Export a run (or checkpoint) to each of `formats` under `output_dir` (default RUN_DIR/export).
 
     All or nothing: the files appear (with model.json) only when every format passed its checks.
+    `quantize="int8"` then adds model.int8.onnx (`serving.quantize`), written only when it agrees
+    with the fp32 model on the run's val split.
     """
     from emorec.run_model import load_run_model
 
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise EmorecError(f"unknown export format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)} or all")
+    if quantize not in (None, "int8"):
+        raise EmorecError(f"unknown --quantize {quantize}; the one choice is int8")
+    if quantize and "onnx" not in formats:
+        raise EmorecError("--quantize int8 quantizes the ONNX model: add --format onnx (or all)")
     run_dir = Path(run_dir)
     loaded = load_run_model(run_dir, "cpu")
     checkpoint_dir = loaded.checkpoint_path.resolve().parent
@@ -242,13 +252,30 @@ def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output
         info = _temporary(output_dir / "model.json")
         staged.append((info, output_dir / "model.json"))
         info.write_text(json.dumps(metadata, indent=2) + "\n")
+        if "onnx" in formats:
+            from emorec.serving.quantize import INT8_FILE_NAME
+
+            # An INT8 model of the previous weights must not outlive them (predict and serve prefer it).
+            (output_dir / INT8_FILE_NAME).unlink(missing_ok=True)
         for temporary, final in staged:
             os.replace(temporary, final)
         staged = []
-        return results
     finally:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
+    if quantize:
+        results.append(_quantized(output_dir / FILE_NAMES["onnx"], home))
+    return results
+
+
+def _quantized(fp32_path: Path, run_home: Path) -> ExportResult:
+    from emorec.serving.quantize import quantize_run
+
+    path, figures = quantize_run(fp32_path, run_home)
+    note = (f"top-1 agreement with fp32 {figures['top1_agreement']:.1%} and macro-F1 {100 * figures['macro_f1_int8']:.1f} "
+            f"vs {100 * figures['macro_f1_fp32']:.1f} on {figures['images']} val images "
+            f"(calibrated on {figures['calibration_images']} train images)")
+    return ExportResult("onnx-int8", path, float("nan"), f"{figures['images']} val images", figures, note)
 
 
 def _temporary(final: Path) -> Path:

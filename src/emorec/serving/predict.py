@@ -44,6 +44,7 @@ class TorchPredictor:
         # JPEGs may be decoded at reduced scale (draft mode), but never below the Resize target.
         self.min_size = max(preprocessing.resize)
         self.crop_size = preprocessing.input_size
+        self.description = f"{self.loaded.checkpoint_path}: PyTorch on {self.device}"
 
     def probabilities(self, images: list, tta: bool | str) -> np.ndarray:
         """(N, K) probabilities; `tta`: False, True (the run's eval.tta_mode) or a mode name."""
@@ -76,7 +77,10 @@ class OnnxPredictor:
     def __init__(self, path: str | Path):
         from emorec.serving.onnx_runtime import OnnxClassifier
 
+        from emorec.serving.quantize import describe
+
         self.model = OnnxClassifier(path)
+        self.description = f"{path}: ONNX Runtime, {describe(self.model)}"
         self.labels = self.model.labels
         self.min_size = max(self.model.preprocessing.resize)
         # exports before ten-crop existed carry no mode: theirs was "views"
@@ -103,11 +107,17 @@ class OnnxPredictor:
         return self.probabilities(images, tta)
 
 
-def open_predictor(model: str | Path, device: str = "cpu"):
-    """TorchPredictor for a run dir or .pt file (on `device`: auto, cpu, cuda, cuda:N),
-    OnnxPredictor for a .onnx file (onnxruntime on the CPU)."""
+def open_predictor(model: str | Path, device: str = "cpu", int8: bool = True):
+    """OnnxPredictor for a .onnx file, or for a run whose RUN/export/model.int8.onnx exists (unless
+    `int8` is False: `emorec export --quantize int8` checked it against fp32 on the val split);
+    otherwise TorchPredictor for a run dir or .pt file (on `device`: auto, cpu, cuda, cuda:N).
+    `.description` says which model runs."""
+    from emorec.serving.backend import int8_model_of
+
     if Path(model).suffix.lower() == ".onnx":
         return OnnxPredictor(model)
+    if int8 and (quantized := int8_model_of(model)) is not None:
+        return OnnxPredictor(quantized)
     return TorchPredictor(model, device)
 
 

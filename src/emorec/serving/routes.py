@@ -169,6 +169,7 @@ def build_routes(app: FastAPI, state) -> None:
         require_ready()
         return {
             "backend": state.backend.name,
+            "precision": getattr(state.backend, "precision", "fp32"),
             "labels": state.backend.labels,
             "faces": state.faces_missing() is None,
             "explain": state.backend.can_explain and module_available("emorec.explain.gradcam"),

@@ -130,7 +130,8 @@ def create_app(settings: ServeSettings, backend=None) -> FastAPI:
         await state.batcher.start()
         _drain_on_exit_signals(state)
         state.ready = True
-        log.info("serving %s (%s backend, %d labels)", settings.model, state.backend.name, len(state.backend.labels))
+        log.info("serving %s (%s backend, %s, %d labels)", settings.model, state.backend.name,
+                 getattr(state.backend, "precision", "fp32"), len(state.backend.labels))
         try:
             yield
         finally:
