@@ -349,7 +349,8 @@ def test_candidates_that_do_not_fit_the_budget_are_skipped_and_listed(photos, tm
         return out
 
     monkeypatch.setattr(search._Search, "_features", features_then_time_runs_out)
-    with pytest.raises(EmorecError, match="no candidate finished within the budget"):
+    with pytest.raises(EmorecError, match=r"^no candidate can finish within --budget 100s: after the features, the "
+                                          r"first candidate needs ~30 s more; use --budget 3m or more$"):
         fit(photos, tmp_path / "search", budget, BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
     rows = leaderboard(tmp_path / "search")
     skipped = [r for r in rows if r["kind"] == "logreg"]
@@ -396,6 +397,61 @@ def test_a_class_with_one_train_and_val_image_cannot_be_cross_validated_a_one_li
         fit(csv_path, tmp_path / "search", "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
 
 
+def test_the_extraction_stops_at_the_budgets_deadline_and_says_what_budget_would_do(photos, tmp_path, monkeypatch):
+    """The extraction gets what is left of the budget as its deadline; one that would pass it
+    stops (no cache is left valid), its row says so, and the error says what --budget would do."""
+    import emorec.fit.search as search
+    from emorec.features.cache import INDEX_NAME
+
+    real, limits = search.extract_variants, []
+
+    def past_its_deadline_at_once(*args, time_limit_s=None, **kwargs):
+        limits.append(time_limit_s)
+        return real(*args, time_limit_s=1e-6, **kwargs)
+
+    monkeypatch.setattr(search, "extract_variants", past_its_deadline_at_once)
+    budget = Budget(600, clock=lambda: 0.0)
+    with pytest.raises(EmorecError, match=r"^no candidate can finish within --budget 10m: extraction alone needs "
+                                          r"~\d+ s here; use --budget \d+m or more$"):
+        fit(photos, tmp_path / "search", budget, BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
+    assert limits == [600.0], "no test pass, no probe yet: the whole budget is the extraction's deadline"
+    [row] = leaderboard(tmp_path / "search")
+    assert row["status"] == "skipped" and row["note"].startswith("budget: extraction stopped after ")
+    assert not list((tmp_path / ".cache" / "features").glob(f"*/{INDEX_NAME}"))
+
+
+def test_a_resumed_search_counts_the_time_its_earlier_runs_spent(photos, tmp_path, monkeypatch):
+    """fit.json keeps the seconds spent, also by an interrupted run; a resumed run has only what
+    is left of the same --budget, so candidates that no longer fit are skipped."""
+    import emorec.fit.search as search
+
+    output = tmp_path / "search"
+    quick = dict(finetune=False, test=False, **TINY)
+    real, calls = search.fit_logistic_regression, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
+    with pytest.raises(EmorecError, match="run the same emorec fit command"):
+        fit(photos, output, "10m", BACKBONE, heads=("logreg",), **quick)
+    interrupted = json.loads((output / "fit.json").read_text())["spent_s"]
+    monkeypatch.setattr(search, "fit_logistic_regression", real)
+    resumed = fit(photos, output, "10m", BACKBONE, heads=("logreg",), **quick)
+    spent = json.loads((output / "fit.json").read_text())["spent_s"]  # rounded to 0.1 s
+    assert 0 < interrupted < resumed.seconds + 0.1 and resumed.seconds < spent + 0.1
+
+    state = json.loads((output / "fit.json").read_text())
+    (output / "fit.json").write_text(json.dumps({**state, "spent_s": 590.0}))  # as if earlier runs took 590 s
+    last = fit(photos, output, "10m", BACKBONE, heads=("logreg", "linear"), **quick)
+    heads = [r for r in leaderboard(output) if r["kind"] == "head"]
+    assert len(heads) == 4 and all(r["status"] == "skipped" and r["note"].startswith("budget: ") for r in heads)
+    assert last.seconds >= 590 and last.best["kind"] == "logreg"
+
+
 def test_a_dataset_too_small_to_split_is_a_one_line_error_naming_the_minimum(tmp_path):
     """Two images per class cannot give every class a train, a val and a test image."""
     tiny = make_images(tmp_path / "tiny", per_class=2)
@@ -405,7 +461,8 @@ def test_a_dataset_too_small_to_split_is_a_one_line_error_naming_the_minimum(tmp
 
 
 def test_a_budget_too_short_for_one_extraction_is_a_one_line_error(photos, tmp_path):
-    with pytest.raises(EmorecError, match="too short: extracting test_efficientnet"):
+    with pytest.raises(EmorecError, match=r"^no candidate can finish within --budget 1s: extraction alone needs ~\d+ s "
+                                          r"here \(test_efficientnet, 44 images\); use --budget \d+m or more$"):
         fit(photos, tmp_path / "search", "1s", BACKBONE, **TINY)
 
 

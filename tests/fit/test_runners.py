@@ -52,3 +52,19 @@ def test_every_grid_candidate_runs_from_a_candidate_and_a_budget_to_its_scores(w
     for candidate in candidates:
         assert (workspace.run_dir(candidate) / "checkpoints" / "best.pt").is_file()
     assert not board.rows and not board.path.exists(), "runners do not record: the loop that drives them does"
+
+
+def test_a_probe_whose_cross_validation_would_not_fit_its_budget_does_not_start_it(workspace):
+    """The probe took 50 s: its 5 folds would take ~250 s of the 100 s it has. Nothing is
+    written, so the loop can list it as skipped for the budget."""
+    from emorec.fit.budget import OutOfBudget
+    from emorec.fit.probe import fit_logistic_regression
+
+    def slow(cache, C, seed=0):
+        return dataclasses.replace(fit_logistic_regression(cache, C, seed=seed), seconds=50.0)
+
+    candidate = grid(FeatureSet("tiny", "test_efficientnet", "last", "avg"), heads=("logreg",))[0]
+    runners = Runners(workspace, Leaderboard(workspace.output / "leaderboard.csv"), slow)
+    with pytest.raises(OutOfBudget, match=r"^its cross-validation needs ~250 s, 100 s left$"):
+        runners.run(candidate, Budget(600).share(100))
+    assert not workspace.run_dir(candidate).exists()

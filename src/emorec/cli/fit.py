@@ -16,8 +16,8 @@ def register(sub) -> None:
                     "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
                     "for evaluate, predict and export). Run it again with the same --output to resume.")
     p.add_argument("source", help="dataset folder or CSV manifest")
-    p.add_argument("--budget", default="30m", help="time for everything, extraction included: 30m, 1h, 90s, 1800 "
-                                                   "(default 30m)")
+    p.add_argument("--budget", default="30m", help="time for everything, extraction included, counting what earlier "
+                                                   "runs in the same --output spent: 30m, 1h, 90s, 1800 (default 30m)")
     p.add_argument("--backbone", dest="backbones", action="append", default=[], metavar="NAME[=WEIGHTS_FILE]",
                    help="a backbone to try (repeatable); a local weights file works offline (default: the config's "
                         "backbone with timm's hub weights)")

@@ -36,6 +36,19 @@ from emorec.features.cache import (
 )
 
 SPLIT_ORDER = ("train", "val", "test")
+# A time-limited extraction stops early once its pace says it would end this far past the limit,
+# judged after a few batches (the first ones also pay for warm-up).
+DEADLINE_SLACK = 1.1
+DEADLINE_MIN_BATCHES = 3
+
+
+class ExtractionDeadline(EmorecError):
+    """An extraction stopped because it would not finish within its `time_limit_s`; `needed_s`
+    is how long all of it would take at the pace measured."""
+
+    def __init__(self, message: str, needed_s: float):
+        super().__init__(message)
+        self.needed_s = needed_s
 
 
 def split_views(split: str, augmented_views: int) -> list[str]:
@@ -115,15 +128,20 @@ def extract_features(
     device: str = "cpu",
     feature_levels: str = "last",
     pooling: str = "avg",
+    time_limit_s: float | None = None,
 ) -> FeatureCache:
     """Extract (or find in the cache) features of every split of `source`.
 
     `source` is a folder / CSV path (read with `read_manifest`, splits made with `ensure_splits`
     from `cfg.data`) or an already split `Manifest`. Returns the finished cache; a matching cache
     is returned at once with a "cache hit" line. `feature_levels` / `pooling`: what each vector
-    holds (`model.feature_levels`, `model.pooling`).
+    holds (`model.feature_levels`, `model.pooling`). `time_limit_s` (from the call on, model
+    build included): raise `ExtractionDeadline`, leaving no valid cache, once the extraction is
+    past it or, at the pace so far, would end past it.
     """
     import torch
+
+    called = time.perf_counter()
 
     from emorec.data.labels import LabelMap
     from emorec.data.manifest import read_manifest
@@ -229,6 +247,18 @@ def extract_features(
         maps = model.forward_levels(x)
         return pool_levels(maps, pooling), maps[-1].float()
 
+    total_forwards = sum(len(split_views(r[2], augmented_views)) for r in rows)
+    batches = 0
+
+    def check_deadline() -> None:
+        now = time.perf_counter()
+        needed = now - called + (total_forwards - forwards) * (now - started) / max(forwards, 1)
+        late = now - called > time_limit_s
+        if late or (batches >= DEADLINE_MIN_BATCHES and needed > DEADLINE_SLACK * time_limit_s):
+            raise ExtractionDeadline(
+                f"extraction stopped after {now - called:.0f} s, {forwards} of {total_forwards} forward passes done: "
+                f"all of it needs ~{needed:.0f} s here, more than the {time_limit_s:.0f} s allowed", needed)
+
     torch.manual_seed(cfg.train.seed)  # the augmented views' draws; see spec["augment_draws"]
     for split in split_names:
         split_rows = [r for r in rows if r[2] == split]
@@ -253,6 +283,9 @@ def extract_features(
                 arrays["grid"][rows_np] = g.cpu().numpy().astype(dtype)
             arrays["valid"][rows_np] = True
             forwards += fmap.shape[0]
+            batches += 1
+            if time_limit_s is not None:
+                check_deadline()
         split_skipped = int((~arrays["valid"]).sum())
         skipped += split_skipped
         if split_skipped:

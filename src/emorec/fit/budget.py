@@ -1,15 +1,17 @@
 """The time budget of a search, and what a piece of work is expected to cost.
 
 Like AutoGluon's `fit(time_limit=...)`: the budget covers everything (feature extraction, every
-candidate, the fine-tune and the final test pass). Work that is not expected to fit in what is
-left is skipped (and listed as such); trainer runs also get the time left as
-`train.time_limit_s`, so a slower-than-expected run ends in time with its best checkpoint.
+candidate, the fine-tune, the refit and the final test pass), and a resumed search counts what its
+earlier runs spent. Work that is not expected to fit in what is left is skipped (and listed as
+such); the extraction gets what is left as a deadline, and trainer runs as `train.time_limit_s`,
+so a slower-than-expected one ends in time.
 Estimates come from timing the backbone on a few random images on this machine, corrected by
 what the previous extraction actually took.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -40,16 +42,46 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
-class Budget:
-    """Seconds allowed from construction on; `clock` is injectable for tests."""
+class OutOfBudget(EmorecError):
+    """A piece of work that found, once started, that the rest of it would not fit its budget
+    (a probe's cross-validation); `needed_s` is what it expected to need."""
 
-    def __init__(self, seconds: float, clock=time.monotonic):
+    def __init__(self, message: str, needed_s: float):
+        super().__init__(message)
+        self.needed_s = needed_s
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '12 min': how long something takes, as a person reads it."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def budget_text(seconds: float) -> str:
+    """A budget as --budget takes it: '30m', '2h', '100s'."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def budget_for(seconds: float) -> str:
+    """A --budget that covers `seconds` with a quarter to spare, in whole minutes: '3m'."""
+    return f"{max(1, math.ceil(1.25 * seconds / 60))}m"
+
+
+class Budget:
+    """Seconds allowed from construction on, less what earlier runs of the same search spent
+    (`spent_before`, from fit.json); `clock` is injectable for tests."""
+
+    def __init__(self, seconds: float, clock=time.monotonic, spent_before: float = 0.0):
         self.seconds = float(seconds)
         self.clock = clock
         self.started = clock()
+        self.spent_before = float(spent_before)
 
     def elapsed(self) -> float:
-        return self.clock() - self.started
+        """Seconds spent on the search: by this run and, when resumed, the earlier ones."""
+        return self.spent_before + self.clock() - self.started
 
     def remaining(self) -> float:
         return self.seconds - self.elapsed()

@@ -13,7 +13,8 @@ checkpoints kept). Each candidate runs in OUTPUT/candidates/<id>/, a normal run 
 
 Scores are a leaderboard row's measured columns: val_macro_f1, val_accuracy, best_epoch, and
 cv_macro_f1 for the cross-validated kinds (epochs, note, C where they apply). A runner raises
-`EmorecError` for a candidate that cannot run.
+`EmorecError` for a candidate that cannot run, `OutOfBudget` for one whose rest would not fit
+its budget (a probe's cross-validation is not started then).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from emorec.config import Config, apply_overrides, config_from_dict, load_config
 from emorec.errors import EmorecError
-from emorec.fit.budget import Budget
+from emorec.fit.budget import Budget, OutOfBudget
 from emorec.fit.candidates import Candidate
 from emorec.fit.crossval import FOLDS, ensemble_probe, out_of_fold_logits, train_val_views
 from emorec.fit.feature_sets import COMBINED_TAG
@@ -101,6 +102,11 @@ class ProbeRunner:
         cfg = ws.config(ws.base, LINEAR_HEAD, run_dir)
         C = candidate.settings["C"]
         probe = self.fit(cache, C, seed=cfg.train.seed)
+        # Each fold's fit is about as long as this one (4/5 of train + val, against train alone).
+        cross_validation = probe.seconds * ws.folds
+        if not budget.allows(cross_validation):
+            raise OutOfBudget(f"its cross-validation needs ~{cross_validation:.0f} s, {budget.remaining():.0f} s left",
+                              cross_validation)
         row = write_probe_run(cfg, cache, probe, run_dir)
         x, y = self.views(cache)
         logits = out_of_fold_logits(x, y, C, len(cache.label_names), seed=cfg.train.seed, k=ws.folds)

@@ -20,9 +20,11 @@ The protocol (AutoGluon's `fit(time_limit=...)` is the model):
 This module is the loop: which candidate runs next, whether the budget still allows it (from
 `budget.py`'s estimates), and what becomes of its scores. Every finished candidate is a row of
 `OUTPUT/leaderboard.csv`; a search run again with the same OUTPUT skips them (and resumes a
-trainer run that was interrupted). Candidate runs live under `OUTPUT/candidates/<id>/` (logs and
-metrics; only the contenders for the lead, `Leaderboard.contenders`, keep their best.pt). The
-trainer's own console output goes to `OUTPUT/fit.log`; the console shows one line per candidate.
+trainer run that was interrupted), with the same settings only, and within what its earlier runs
+left of the budget (`state.py`, `budget.py`). Candidate runs live under `OUTPUT/candidates/<id>/`
+(logs and metrics; only the contenders for the lead, `Leaderboard.contenders`, keep their
+best.pt). The trainer's own console output goes to `OUTPUT/fit.log`; the console shows one line
+per candidate.
 """
 
 from __future__ import annotations
@@ -37,9 +39,18 @@ from typing import Any, Callable
 
 from emorec.config import Config
 from emorec.errors import EmorecError
+from emorec.features.extract import ExtractionDeadline
 from emorec.fit.backbones import BackboneChoice
 from emorec.fit.best_model import BestModel, remove_checkpoints
-from emorec.fit.budget import Budget, Estimates, parse_duration
+from emorec.fit.budget import (
+    Budget,
+    Estimates,
+    OutOfBudget,
+    budget_for,
+    budget_text,
+    duration_text,
+    parse_duration,
+)
 from emorec.fit.candidates import (
     FINETUNE,
     HEAD_EPOCHS,
@@ -66,6 +77,10 @@ from emorec.fit.runners import Runners, Workspace
 from emorec.fit.state import SearchState, search_splits, train_and_val
 
 MIN_FINETUNE_EPOCHS = 2
+# What a candidate is expected to take before one of its kind has run.
+FIRST_CANDIDATE_S = 30.0
+# fit.json: seconds every run of the search together has spent of its budget.
+SPENT_KEY = "spent_s"
 # Kept back for starting a fine-tune: the model build and the first batches.
 FINETUNE_START_S = 20.0
 
@@ -174,16 +189,27 @@ class _Search:
         self.workers, self.progress, self.log, self.cache_dir = workers, progress, log, cache_dir
         self.workspace = Workspace(output, self.base)
         self.spent: dict[str, float] = {}  # kind -> seconds of the last such candidate
+        self.short: dict[str, float] = {}  # 'extraction' / 'candidate' -> the least it needed and did not get
 
     # -- the search ---------------------------------------------------------------------------
 
     def run(self, choices: list[BackboneChoice], finetune: bool, finetune_epochs: int, test: bool) -> FitResult:
-        from tqdm import tqdm
-
         tags = self._tags(choices)
         self.output.mkdir(parents=True, exist_ok=True)
         self.state = SearchState.load(self.output, self.source)
         self.state.check_settings(self._settings(choices, tags), describe_setting, same_setting)
+        # The budget covers the whole search: a resumed run has what the earlier ones left.
+        self.budget.spent_before = float(self.state.get(SPENT_KEY, 0.0))
+        try:
+            return self._search(choices, tags, finetune, finetune_epochs, test)
+        finally:
+            self.state[SPENT_KEY] = round(self.budget.elapsed(), 1)
+            self.state.save()
+
+    def _search(self, choices: list[BackboneChoice], tags: list[str], finetune: bool, finetune_epochs: int,
+                test: bool) -> FitResult:
+        from tqdm import tqdm
+
         self.manifest = search_splits(self.source, self.output, self.base.data, self.state)
         self.board = Leaderboard(self.output / "leaderboard.csv")
         # The probe fitter is looked up here, not in runners.py, so a test can replace it in this module.
@@ -205,6 +231,9 @@ class _Search:
         self.estimates = Estimates(self.counts, self.image_size, self.views, self.device)
         self.test_reserve = self.estimates.test_pass(choices[0].name) if test and self.counts.get("test") else 0.0
         self.board.margin = one_standard_error(self.counts["val"])
+        for row in self.board.rows:  # a resumed search's estimates start from what earlier runs measured
+            if row["status"] == DONE and row["kind"] != "extract" and row["seconds"]:
+                self.spent[row["kind"] + row["head"]] = float(row["seconds"])
         planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * self.per_set)
                    + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune))
         self.bar = tqdm(total=planned, desc="fit", unit="candidate", disable=not self.progress, dynamic_ncols=True)
@@ -246,8 +275,7 @@ class _Search:
             if failed:
                 raise EmorecError(f"no candidate finished: {len(failed)} failed, {failed[0]['candidate']} with "
                                   f"{failed[0]['note']} (see {self.output / 'leaderboard.csv'} and fit.log)")
-            raise EmorecError(f"no candidate finished within the budget of {self.budget.seconds:.0f} s; give a "
-                              f"larger --budget (see {self.output / 'leaderboard.csv'})")
+            raise EmorecError(self._too_short(*self._what_did_not_fit()))
         self.best.promote(leader)
         self.best.refit(leader)
         scores = self.best.test(self.device, self.workers) if test and self.counts.get("test") else None
@@ -255,6 +283,33 @@ class _Search:
         self.state.save()
         return FitResult(self.output, self.best.best_dir, leader, scores, self.budget.elapsed(), list(self.board.rows),
                          self.folds)
+
+    def _reserve(self) -> float:
+        """Seconds kept back for the end: the test pass, and a probe leader's refit on train + val
+        (a few fits, fewer than the slowest probe's cross-validation made)."""
+        probes = [float(r["seconds"]) for r in self.board.rows
+                  if r["kind"] == "logreg" and r["status"] == DONE and r["seconds"]]
+        return self.test_reserve + max(probes, default=0.0)
+
+    def _short_of(self, what: str, seconds: float) -> None:
+        """Note that `what` ('extraction' or 'candidate') needed `seconds` the budget did not have."""
+        self.short[what] = min(seconds, self.short.get(what, seconds))
+
+    def _what_did_not_fit(self) -> tuple[str, float]:
+        """(why nothing finished, the seconds more it would have taken)."""
+        if not self.workspace.sets:
+            needed = self.short.get("extraction", 0.0)
+            return f"extraction alone needs ~{duration_text(needed)} here", needed + FIRST_CANDIDATE_S
+        needed = self.short.get("candidate", FIRST_CANDIDATE_S)
+        return f"after the features, the first candidate needs ~{duration_text(needed)} more", needed
+
+    def _too_short(self, why: str, more_s: float) -> str:
+        """The one line of a budget that finishes nothing: why, and a --budget that would do."""
+        before = self.budget.spent_before
+        earlier = f" ({before:.0f} s of it spent by earlier runs in {self.output})" if before > 0 else ""
+        total = self.budget.elapsed() + more_s + self._reserve()
+        return (f"no candidate can finish within --budget {budget_text(self.budget.seconds)}{earlier}: {why}; use "
+                f"--budget {budget_for(total)} or more")
 
     def _settings(self, choices: list[BackboneChoice], tags: list[str]) -> dict[str, Any]:
         """What the candidates' results depend on besides their ids, by the name the command line
@@ -291,30 +346,42 @@ class _Search:
         if caches is None:
             row = Candidate(f"{tag}-features", "extract", FeatureSet(tag, choice.name, "all", "meanstd"), "-")
             estimate = self.estimates.extraction(choice.name)
-            if not self.budget.allows(estimate, self.test_reserve):
-                if first:
-                    raise EmorecError(f"--budget {self.budget.seconds:.0f} s is too short: extracting {choice.name} "
-                                      f"features of {self.counts['train'] + self.counts['val']} images takes ~"
-                                      f"{estimate:.0f} s here; give at least "
-                                      f"{1.5 * estimate + self.test_reserve:.0f} s")
+            if not self.budget.allows(estimate, self._reserve()):
+                self._short_of("extraction", estimate)
+                if first and not self.workspace.sets:
+                    images = self.counts["train"] + self.counts["val"]
+                    raise EmorecError(self._too_short(f"extraction alone needs ~{duration_text(estimate)} here "
+                                                      f"({choice.name}, {images} images)",
+                                                      estimate + FIRST_CANDIDATE_S))
                 self._skip(row, f"extraction needs ~{estimate:.0f} s")
                 self.bar.update(len(FEATURE_VARIANTS) * self.per_set)
                 return []
             started = time.monotonic()
             self.log(f"features of {choice.name} at {self.image_size} px (~{estimate:.0f} s estimated, "
                      f"{self.budget.remaining():.0f} s left)")
+            stopped = None
             try:
                 caches = extract_variants(train_and_val(self.manifest), choice.name, choice.weights,
                                           choice.pretrained, image_size=self.image_size, views=self.views,
                                           cache_dir=self.cache_dir, cfg=self.base, workers=self.workers,
-                                          progress=self.progress, device=str(self.device), log=self.log)
+                                          progress=self.progress, device=str(self.device), log=self.log,
+                                          time_limit_s=self.budget.remaining() - self._reserve())
             except TrainingInterrupted:
                 raise
+            except ExtractionDeadline as e:  # the budget's deadline: what it would have needed is known
+                stopped, failed = (str(e), e.needed_s), None
             except Exception as e:  # noqa: BLE001 - this backbone is out; the others are still tried
                 failed = {**row.row(), "status": "failed", "note": self._failure(e),
                           "seconds": time.monotonic() - started}
             else:
                 failed = None
+            if stopped is not None:
+                release_memory()
+                self.estimates.calibrate(estimate, stopped[1])
+                self._short_of("extraction", stopped[1])
+                self._skip(row, stopped[0])
+                self.bar.update(len(FEATURE_VARIANTS) * self.per_set)
+                return []
             if failed is not None:
                 release_memory()
                 self.board.record(failed)
@@ -346,8 +413,9 @@ class _Search:
             self.bar.update(1)
             return
         # What the last candidate of this kind took (trainer runs are also cut by train.time_limit_s).
-        estimate = self.spent.get(candidate.kind + candidate.head, 30.0)
-        if not self.budget.allows(estimate, self.test_reserve):
+        estimate = self.spent.get(candidate.kind + candidate.head, FIRST_CANDIDATE_S)
+        if not self.budget.allows(estimate, self._reserve()):
+            self._short_of("candidate", estimate)
             self._skip(candidate, f"~{estimate:.0f} s needed, {self.budget.remaining():.0f} s left")
             return
         self._execute(candidate)
@@ -363,7 +431,7 @@ class _Search:
             self.bar.update(1)
             return
         per_epoch = self.estimates.finetune_epoch(leader["backbone"])
-        left = self.budget.remaining() - self.test_reserve - FINETUNE_START_S
+        left = self.budget.remaining() - self._reserve() - FINETUNE_START_S
         epochs = min(max_epochs, int(left // per_epoch)) if per_epoch > 0 else 0
         if epochs < MIN_FINETUNE_EPOCHS:
             self._skip(candidate, f"an epoch on images takes ~{per_epoch:.0f} s, {max(left, 0):.0f} s left")
@@ -383,10 +451,14 @@ class _Search:
         failure = None
         try:
             with self.workspace.quiet():
-                allowed = self.budget.share(max(1.0, self.budget.remaining() - self.test_reserve))
+                allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
                 row = self.runners.run(candidate, allowed)
         except TrainingInterrupted:
             raise
+        except OutOfBudget as e:  # started, then found the rest would not fit: not run, not failed
+            self._short_of("candidate", e.needed_s)
+            self._skip(candidate, str(e))
+            return
         except Exception as e:  # noqa: BLE001 - one candidate's failure (out of memory, a bug) ends only that one
             failure = self._failure(e)
         if failure is not None:
