@@ -1,5 +1,6 @@
 // The emorec page: pick or drop a photo, see the top emotions as bars; with a face model, each
-// face boxed with its label; with the torch backend, a Grad-CAM overlay to toggle.
+// face boxed with its label; with the torch backend, a Grad-CAM overlay to toggle; with a camera,
+// live boxes and labels over the video and a timeline of the last minute.
 // Plain DOM code, no framework and no CDN: the page must work offline, under a strict CSP.
 "use strict";
 
@@ -20,12 +21,16 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) {
     $("key-form").hidden = false;
-    throw new Error("this server needs an API key");
+    const error = new Error("this server needs an API key");
+    error.status = 401;
+    throw error;
   }
   if (!response.ok) {
     let message = response.status + " " + response.statusText;
     try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
-    throw new Error(message);
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
   }
   return response;
 }
@@ -140,6 +145,205 @@ async function showExplanation() {
   heat.hidden = false;
 }
 
+// Camera mode. One request in flight at most: the next frame is taken when the answer arrives,
+// so a slow server lowers the frame rate instead of building a queue of stale frames.
+const CAMERA_TOP_K = 3;
+const TIMELINE_MS = 60_000;
+const FPS_WINDOW_MS = 5_000;
+const RETRY_MS = 1_000;
+const COLOURS = ["#3a6ea5", "#e8590c", "#2f9e44", "#ae3ec9", "#f59f00", "#c92a2a", "#0c8599", "#495057"];
+let camera = null;      // {stream, started, answered: [ms], timeline: [{t, probs}]} while the camera runs
+
+function colourOf(label) {
+  const i = info ? info.labels.indexOf(label) : -1;
+  return COLOURS[(i < 0 ? 0 : i) % COLOURS.length];
+}
+
+function grabFrame(video, canvas) {
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+}
+
+// Face boxes come in the sent frame's pixels; percentages of that frame follow the video's
+// displayed size, whatever the page width.
+function drawCameraBoxes(prediction, width, height) {
+  const boxes = $("camera-boxes");
+  boxes.replaceChildren();
+  if (!prediction.faces) {
+    const best = prediction.top_k[0];
+    const tag = document.createElement("span");
+    tag.className = "frame-label";
+    tag.textContent = best.label + " " + (100 * best.probability).toFixed(0) + "%";
+    boxes.appendChild(tag);
+    return;
+  }
+  for (const face of prediction.faces) {
+    const [x1, y1, x2, y2] = face.box;
+    const box = document.createElement("div");
+    box.className = "face";
+    box.style.left = (100 * x1 / width) + "%";
+    box.style.top = (100 * y1 / height) + "%";
+    box.style.width = (100 * (x2 - x1) / width) + "%";
+    box.style.height = (100 * (y2 - y1) / height) + "%";
+    const tag = document.createElement("span");
+    const best = face.top_k[0];
+    tag.textContent = best.label + " " + (100 * best.probability).toFixed(0) + "%";
+    box.appendChild(tag);
+    boxes.appendChild(box);
+  }
+}
+
+// The timeline follows the largest face (the one nearest the camera), or the whole frame
+// when the server finds no faces.
+function topScores(prediction) {
+  let entries = prediction.top_k;
+  if (prediction.faces) {
+    if (!prediction.faces.length) return null;
+    const area = (f) => (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]);
+    entries = prediction.faces.reduce((a, b) => (area(b) > area(a) ? b : a)).top_k;
+  }
+  return Object.fromEntries(entries.map((e) => [e.label, e.probability]));
+}
+
+function drawLegend() {
+  const legend = $("camera-legend");
+  legend.replaceChildren(...(info ? info.labels : []).map((label) => {
+    const item = document.createElement("span");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colourOf(label);
+    item.append(swatch, label);
+    return item;
+  }));
+}
+
+// Only the top CAMERA_TOP_K labels of each frame are known: a label's line breaks where it
+// fell out of them rather than pretending it was zero.
+function drawTimeline(now) {
+  const canvas = $("camera-timeline");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height, pad = 4;
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = "#eaecf0";
+  ctx.lineWidth = 1;
+  for (const level of [0.25, 0.5, 0.75]) {
+    ctx.beginPath();
+    ctx.moveTo(0, pad + (1 - level) * (h - 2 * pad));
+    ctx.lineTo(w, pad + (1 - level) * (h - 2 * pad));
+    ctx.stroke();
+  }
+  ctx.fillStyle = "#667085";
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillText(TIMELINE_MS / 1000 + " s ago", pad, pad);
+  ctx.textAlign = "right";
+  ctx.fillText("now", w - pad, pad);
+  const x = (t) => w - (now - t) / TIMELINE_MS * w;
+  const y = (p) => pad + (1 - p) * (h - 2 * pad);
+  ctx.lineWidth = 2;
+  for (const label of info ? info.labels : []) {
+    ctx.strokeStyle = colourOf(label);
+    ctx.beginPath();
+    let drawing = false;
+    for (const sample of camera.timeline) {
+      const p = sample.probs ? sample.probs[label] : undefined;
+      if (p === undefined) { drawing = false; continue; }
+      if (drawing) ctx.lineTo(x(sample.t), y(p));
+      else ctx.moveTo(x(sample.t), y(p));
+      drawing = true;
+    }
+    ctx.stroke();
+  }
+}
+
+function showFps(now) {
+  const answered = camera.answered;
+  while (answered.length && answered[0] < now - FPS_WINDOW_MS) answered.shift();
+  const span = Math.min(FPS_WINDOW_MS, now - camera.started);
+  $("camera-fps").textContent = span > 0 ? (1000 * answered.length / span).toFixed(1) : "-";
+}
+
+async function cameraLoop(session) {
+  const video = $("camera-video");
+  const canvas = document.createElement("canvas");
+  const faces = Boolean(info && info.faces);
+  const path = "/v1/predict?top_k=" + CAMERA_TOP_K + (faces ? "&faces=true" : "");
+  while (camera === session) {
+    const blob = await grabFrame(video, canvas);
+    if (!blob) { await new Promise((r) => setTimeout(r, RETRY_MS)); continue; }
+    const width = canvas.width, height = canvas.height;
+    const form = new FormData();
+    form.append("image", blob, "camera.jpg");
+    let prediction;
+    try {
+      prediction = (await (await api(path, { method: "POST", body: form })).json()).predictions[0];
+    } catch (e) {
+      if (camera !== session) return;
+      setStatus("camera: " + e.message, true);
+      if (e.status === 401) { stopCamera("camera: " + e.message); return; }
+      await new Promise((r) => setTimeout(r, RETRY_MS));
+      continue;
+    }
+    if (camera !== session) return;
+    const now = performance.now();
+    session.answered.push(now);
+    session.timeline.push({ t: now, probs: topScores(prediction) });
+    while (session.timeline.length && session.timeline[0].t < now - TIMELINE_MS) session.timeline.shift();
+    drawCameraBoxes(prediction, width, height);
+    drawTimeline(now);
+    showFps(now);
+    const n = prediction.faces ? prediction.faces.length : null;
+    setStatus("camera: " + (n === null ? prediction.top_k[0].label + " (whole frame)" : n + " face" + (n === 1 ? "" : "s")));
+  }
+}
+
+async function startCamera() {
+  if (camera) return;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("this browser offers no camera here (it needs https or localhost)", true);
+    return;
+  }
+  if (!info) await loadInfo();  // whether to ask for faces
+  let stream;
+  $("camera-start").disabled = true;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (e) {
+    setStatus("camera: " + e.message, true);
+    return;
+  } finally {
+    $("camera-start").disabled = false;
+  }
+  const video = $("camera-video");
+  video.srcObject = stream;
+  await video.play().catch(() => {});
+  if (!video.videoWidth) await new Promise((r) => video.addEventListener("loadedmetadata", r, { once: true }));
+  camera = { stream, started: performance.now(), answered: [], timeline: [] };
+  $("camera").hidden = false;
+  $("camera-start").hidden = true;
+  $("camera-stop").hidden = false;
+  $("camera-fps").textContent = "-";
+  $("camera-timeline-title").textContent = info && info.faces ? "the largest face, last minute" : "the whole frame, last minute";
+  drawLegend();
+  setStatus("camera: asking the model...");
+  cameraLoop(camera);
+}
+
+function stopCamera(message = "camera stopped") {
+  if (!camera) return;
+  for (const track of camera.stream.getTracks()) track.stop();
+  camera = null;
+  $("camera-video").srcObject = null;
+  $("camera-boxes").replaceChildren();
+  $("camera").hidden = true;
+  $("camera-start").hidden = false;
+  $("camera-stop").hidden = true;
+  setStatus(message, message !== "camera stopped");
+}
+
 function init() {
   const drop = $("drop");
   $("file").addEventListener("change", (e) => { if (e.target.files[0]) predict(e.target.files[0]); });
@@ -151,6 +355,8 @@ function init() {
     if (e.dataTransfer.files[0]) predict(e.dataTransfer.files[0]);
   });
   $("explain").addEventListener("change", showExplanation);
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", () => stopCamera());
   $("faces").addEventListener("change", () => { if (current) predict(current); });
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
