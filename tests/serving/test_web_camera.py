@@ -108,3 +108,30 @@ def test_the_camera_boxes_faces_live_one_request_at_a_time(camera_browser, serve
     print(f"camera mode: {fps} analysed frames per second, {sent} frames sent")
     if os.environ.get("EMOREC_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(os.environ["EMOREC_SCREENSHOT_DIR"]) / shot.name)
+
+
+def test_without_faces_the_camera_labels_the_whole_frame_and_sends_the_key(camera_browser, served_run):
+    model = served_run / "export" / "model.onnx"
+    with live_server(model, "--api-key", "sesame") as (url, _):
+        page = camera_browser.new_page(viewport={"width": 1000, "height": 720})
+        predicts = []
+        page.on("request", lambda r: predicts.append((r.url, r.headers.get("authorization"))) if "/v1/predict" in r.url else None)
+
+        # A server without face detection, as the page sees it: /v1/model says "faces": false.
+        def no_faces(route):
+            answer = route.fetch()
+            route.fulfill(response=answer, json={**answer.json(), "faces": False})
+
+        page.route("**/v1/model", no_faces)
+        page.goto(url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        page.fill("#key", "sesame")
+        page.click("#key-form button")
+        page.wait_for_selector("#model-line:has-text('labels')")
+        page.click("#camera-start")
+        tag = page.wait_for_selector("#camera-boxes .frame-label", timeout=20_000)
+        assert tag.inner_text().split()[0] in {"amusement", "anger", "awe", "fear"}
+        assert page.locator("#camera-boxes .face").count() == 0
+        page.click("#camera-stop")
+        page.close()
+    assert predicts and all("faces=true" not in u and key == "Bearer sesame" for u, key in predicts)
