@@ -23,7 +23,7 @@ LAYERS = [
     ("emorec.training",),
     ("emorec.faces", "emorec.explain"),  # detection, crops, Grad-CAM: evaluation uses them
     ("emorec.evaluation",),
-    ("emorec.serving",),
+    ("emorec.serving", "emorec.video"),  # photos and videos in, predictions out
     ("emorec.fit",),
     ("emorec.api",),
     ("emorec.cli", "emorec.__main__"),

@@ -10,8 +10,9 @@ from emorec.data.views import TTA_MODES
 def register(sub) -> None:
     p = sub.add_parser(
         "predict",
-        help="predict emotions for images with a run directory, checkpoint or exported .onnx model",
-        description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image files, folders (recursive) or CSV manifests with a 'path' column.",
+        help="predict emotions for images and videos with a run directory, checkpoint or exported .onnx model",
+        description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image or video files, folders (recursive) "
+                    "or CSV manifests with a 'path' column.",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("inputs", metavar="INPUT", nargs="+")
@@ -32,6 +33,12 @@ def register(sub) -> None:
     p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
     p.add_argument("--margin", type=float, default=0.2, help="with --faces: margin around each face box, as a share of its side (default: 0.2)")
     p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR")
+    video = p.add_argument_group("video inputs (mp4, mov, mkv, webm, avi): one row per face (or frame) per analysed frame")
+    video.add_argument("--fps", type=float, default=4.0, help="analysed frames per second of video (default: 4)")
+    video.add_argument("--every", type=int, help="analyse every N-th frame instead of --fps")
+    video.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
+                       help="average each face track's probabilities over this trailing window; labels from the "
+                            "averages, the raw ones kept in raw_label_* columns (default: 0, off)")
     p.set_defaults(func=run_predict)
 
 
@@ -61,6 +68,14 @@ def run_predict(args) -> int:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
     predictor = open_predictor(args.model, args.device, int8=not args.fp32)
     print(f"model: {predictor.description}", file=sys.stderr)
+    from emorec.data.inputs import is_video
+
+    if any(is_video(p) for p in paths):
+        if args.annotate:
+            raise EmorecError("--annotate writes photos; it does not draw on videos yet")
+        from emorec.cli.video import run_predict_video
+
+        return run_predict_video(args, predictor, paths, failures, str(getattr(predictor, "device", "cpu")))
     if args.faces:
         from emorec.cli.faces import run_predict_faces
 

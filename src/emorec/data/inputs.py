@@ -18,6 +18,13 @@ from PIL import Image
 
 from emorec.data import imageio
 from emorec.data.manifest import IMAGE_EXTENSIONS
+
+# Video files `emorec predict` reads frame by frame (emorec.video.frames).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 from emorec.errors import EmorecError
 
 
@@ -51,7 +58,7 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failu
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and (f.suffix.lower() in IMAGE_EXTENSIONS or is_video(f)))
         elif p.is_file() and p.suffix.lower() == ".csv":
             paths += _csv_paths(p)
         elif p.is_file():
