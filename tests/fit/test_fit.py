@@ -76,7 +76,8 @@ def test_fit_chooses_by_validation_and_reads_the_test_split_only_for_the_chosen_
     monkeypatch.setattr(evaluate, "evaluate_run", final_evaluation)
     monkeypatch.setattr(search, "one_standard_error", lambda val_images: 1.0)
     output = tmp_path / "search"
-    result = fit(photos, output, "10m", BACKBONE, heads=("logreg", "linear"), finetune=True, finetune_epochs=2, **TINY)
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg", "linear"), finetune=True, finetune_epochs=2,
+                 finetune_sizes=(), **TINY)
 
     splits = {s.path: s.split for s in read_manifest(str(output / "splits.csv")).samples}
     test_paths = {p for p, s in splits.items() if s == "test"}
@@ -181,8 +182,10 @@ def test_an_interrupted_search_resumes_without_running_finished_candidates(photo
     monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
     with pytest.raises(EmorecError, match="run the same emorec fit command"):
         fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
-    before = {r["candidate"]: r for r in leaderboard(output)}
-    assert sum(r["kind"] == "logreg" for r in before.values()) == 1
+    rows = leaderboard(output)
+    assert [r["status"] for r in rows if r["kind"] == "logreg"] == ["done", "failed"]
+    assert [r["note"] for r in rows if r["status"] == "failed"] == ["interrupted"], "the claim is let go"
+    before = {r["candidate"]: r for r in rows if r["status"] == "done"}
 
     calls.clear()
     monkeypatch.setattr(search, "fit_logistic_regression", real)

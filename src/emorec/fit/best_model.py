@@ -50,7 +50,9 @@ class BestModel:
         unless best/ already holds that refit."""
         done = (self.state.get("refit_of") == self.state.get("best_dir_of") == leader["candidate"]
                 and (self.best_dir / "checkpoints").is_dir())
-        if leader["kind"] not in ("logreg", "ensemble") or done:
+        # A probe chosen on val alone (a large val split, `search.CV_MAX_VAL`) stays as it ran:
+        # its val score is its estimate, which a refit on val would spoil.
+        if leader["kind"] not in ("logreg", "ensemble") or done or not leader.get("cv_macro_f1"):
             return
         ws = self.workspace
         source = ws.candidates_dir / leader["candidate"]

@@ -9,7 +9,9 @@ Per feature set (one backbone's last-level or multi-level vectors, or every back
   label smoothing, feature MixUp).
 With several backbones, also the ensemble of each backbone's best probe (their logits averaged,
 one linear head of the backbone group). After the grid, where the budget allows, an LP-FT
-fine-tune of the best candidate (search.py decides when, and for how many epochs).
+fine-tune of the best candidate (search.py decides when, and for how many epochs), and full
+fine-tunes of each backbone on the images at two input sizes from the recipe `emorec demo` would
+pick, run in rungs that the study's pruner can stop (search.py, study.py).
 A candidate's id names its settings, so a resumed search knows which ones are done.
 """
 
@@ -74,6 +76,7 @@ class Candidate:
     settings: dict = field(default_factory=dict)  # what the leaderboard shows
     overrides: tuple[str, ...] = ()  # config overrides of a trainer run
     start_from: Path | None = None  # a fine-tune's starting run directory (its config.yaml is the base)
+    recipe: Path | None = None  # a full fine-tune's config file (the base)
 
     def row(self) -> dict:
         return {"candidate": self.id, "kind": self.kind, "backbone": self.features.backbone,
@@ -135,3 +138,15 @@ def finetune_candidate(leader: dict[str, str], start_from: Path) -> Candidate:
     return Candidate(f"{leader['candidate']}-lpft", "finetune", features, leader["head"],
                      {k: leader.get(k, "") for k in ("C", "hidden_dims", "dropout", "weight_decay", "label_smoothing")},
                      start_from=start_from)
+
+
+def full_finetune_candidate(choice, tag: str, size: int, recipe: Path) -> Candidate:
+    """The full fine-tune of backbone `choice` (ids: "<tag>-full-<size>px") on the images at
+    `size` px, from `recipe` (its augmentation, loss and rates); every layer trains from the
+    first step. Its epochs are the search's to add (the longest rung's)."""
+    features = FeatureSet(tag, choice.name, "-", "-")
+    overrides = ("train.head_only=false", "train.features_dir=null", "model.init_from=null",
+                 f"model.backbone={choice.name}", f"model.weights={choice.weights or 'null'}",
+                 f"model.pretrained={str(choice.pretrained).lower()}", f"data.image_size={size}",
+                 "model.freeze_backbone_epochs=0", "train.patience=0")
+    return Candidate(f"{tag}-full-{size}px", "finetune", features, "recipe", {}, overrides, recipe=recipe)

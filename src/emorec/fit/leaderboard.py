@@ -1,5 +1,6 @@
-"""`leaderboard.csv`: one row per candidate, written after each one, read back on resume; and
-the rule that picks the leader from it.
+"""`leaderboard.csv`: one row per candidate, written from the study's trials (`study.py`) after
+each one; and the rule that picks the leader from it. A pruned fine-tune is listed with its last
+score and never leads.
 
 Probes (and their ensembles) carry a cross-validated macro-F1 over train + val (`crossval.py`);
 trainer heads and the LP-FT fine-tune only their score on the one val split, where they also
@@ -47,11 +48,18 @@ class Leaderboard:
         self.rows = [r for r in self.rows if r["candidate"] != clean["candidate"]] + [clean]
         write_csv_rows(self.path, COLUMNS, self.rows)
 
+    def replace(self, rows: list[dict]) -> None:
+        """The rows (the study's, `study.py`) as the whole board, written atomically."""
+        self.rows = [{k: _cell(row.get(k, "")) for k in COLUMNS} for row in rows]
+        write_csv_rows(self.path, COLUMNS, self.rows)
+
     def best_probe(self, set_name: str) -> dict[str, str] | None:
-        """The finished linear probe of feature set `set_name` with the best cross-validated score."""
+        """The finished linear probe of feature set `set_name` with the best cross-validated score
+        (the best val score where the probes were scored on val alone)."""
         rows = [r for r in self.rows if r["status"] == DONE and r["kind"] == "logreg"
-                and r["candidate"].startswith(f"{set_name}-logreg-") and r.get("cv_macro_f1")]
-        return max(rows, key=lambda r: float(r["cv_macro_f1"]), default=None)
+                and r["candidate"].startswith(f"{set_name}-logreg-")]
+        key = "cv_macro_f1" if any(r.get("cv_macro_f1") for r in rows) else "val_macro_f1"
+        return max((r for r in rows if r.get(key)), key=lambda r: float(r[key]), default=None)
 
     def contenders(self) -> list[dict[str, str]]:
         """The rows that are or may become the leader: the best cross-validated probe and the best

@@ -61,6 +61,7 @@ class Workspace:
         self.candidates_dir = output / "candidates"
         self.sets: dict[str, Any] = {}  # feature set name -> its cache
         self.folds = FOLDS  # of the probes' cross-validation (fewer for a class of fewer images)
+        self.cross_validate = True  # False: probes are scored on val alone (a large val split)
 
     def run_dir(self, candidate: Candidate) -> Path:
         return self.candidates_dir / candidate.id
@@ -102,6 +103,10 @@ class ProbeRunner:
         cfg = ws.config(ws.base, LINEAR_HEAD, run_dir)
         C = candidate.settings["C"]
         probe = self.fit(cache, C, seed=cfg.train.seed)
+        if not ws.cross_validate:
+            row = write_probe_run(cfg, cache, probe, run_dir)
+            np.savez(run_dir / CV_FILE, weight=probe.weight, bias=probe.bias)  # for the ensemble of probes
+            return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1}
         # Each fold's fit is about as long as this one (4/5 of train + val, against train alone).
         cross_validation = probe.seconds * ws.folds
         if not budget.allows(cross_validation):
@@ -139,7 +144,8 @@ class EnsembleRunner:
         if any(p is None for p in picks):
             raise EmorecError("a member backbone has no finished probe to ensemble")
         saved = [np.load(ws.candidates_dir / p["candidate"] / CV_FILE) for p in picks]
-        if any(s["targets"].shape != saved[0]["targets"].shape or (s["targets"] != saved[0]["targets"]).any()
+        cross_validated = all("logits" in s for s in saved)
+        if cross_validated and any(s["targets"].shape != saved[0]["targets"].shape or (s["targets"] != saved[0]["targets"]).any()
                for s in saved):
             raise EmorecError("the member backbones' probes were scored on different images; run the search again "
                               "with a new --output")
@@ -154,6 +160,9 @@ class EnsembleRunner:
                                        f"their logits averaged, one linear head of the backbone group")
         (run_dir / MEMBERS_FILE).write_text(json.dumps([{"set": name, "candidate": p["candidate"], "C": float(p["C"])}
                                                         for name, p in zip(members, picks)]))
+        if not cross_validated:  # a large val split: scored there alone, like its members
+            return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1,
+                    "C": Cs}
         logits = sum(s["logits"] for s in saved)
         return {"val_macro_f1": row["val_macro_f1"], "val_accuracy": row["val_accuracy"], "best_epoch": 1, "C": Cs,
                 "cv_macro_f1": macro_f1(saved[0]["targets"], logits.argmax(1), len(cache.label_names))}
@@ -172,7 +181,8 @@ class TrainerRunner:
 
         ws = self.workspace
         if candidate.kind == "finetune":
-            base, features = load_config(candidate.start_from / "config.yaml"), None
+            base = load_config(candidate.recipe or candidate.start_from / "config.yaml")
+            features = None
         else:
             base, features = ws.base, ws.sets[candidate.features.name]
         run_dir = ws.run_dir(candidate)

@@ -18,10 +18,13 @@ The protocol (AutoGluon's `fit(time_limit=...)` is the model):
    test split read, once, to report the chosen model's score. No choice ever sees a test image.
 
 This module is the loop: which candidate runs next, whether the budget still allows it (from
-`budget.py`'s estimates), and what becomes of its scores. Every finished candidate is a row of
-`OUTPUT/leaderboard.csv`; a search run again with the same OUTPUT skips them (and resumes a
-trainer run that was interrupted), with the same settings only, and within what its earlier runs
-left of the budget (`state.py`, `budget.py`). Candidate runs live under `OUTPUT/candidates/<id>/`
+`budget.py`'s estimates), and what becomes of its scores. Every candidate is a trial of an Optuna
+study (`study.py`, OUTPUT/study.db or --storage), and `OUTPUT/leaderboard.csv` is written from
+them; a search run again with the same OUTPUT skips the finished ones (and resumes a trainer run
+that was interrupted), with the same settings only, and within what its earlier runs left of the
+budget (`state.py`, `budget.py`). Processes sharing a study each claim candidates no other has
+started. Full fine-tunes (after the LP-FT) run in rungs that Optuna's successive-halving pruner
+can stop; with CV_MAX_VAL val images or more, probes are scored on val alone. Candidate runs live under `OUTPUT/candidates/<id>/`
 (logs and metrics; only the contenders for the lead, `Leaderboard.contenders`, keep their
 best.pt). The trainer's own console output goes to `OUTPUT/fit.log`; the console shows one line
 per candidate.
@@ -60,6 +63,7 @@ from emorec.fit.candidates import (
     backbone_tag,
     ensemble_candidate,
     finetune_candidate,
+    full_finetune_candidate,
     grid,
 )
 from emorec.fit.crossval import fold_count
@@ -75,6 +79,7 @@ from emorec.fit.leaderboard import DONE, Leaderboard, one_standard_error
 from emorec.fit.probe import fit_logistic_regression
 from emorec.fit.runners import Runners, Workspace
 from emorec.fit.state import SearchState, search_splits, train_and_val
+from emorec.fit.study import PRUNED, RUNG_FACTOR, RUNGS, CandidateStudy
 
 MIN_FINETUNE_EPOCHS = 2
 # What a candidate is expected to take before one of its kind has run.
@@ -83,6 +88,12 @@ FIRST_CANDIDATE_S = 30.0
 SPENT_KEY = "spent_s"
 # Kept back for starting a fine-tune: the model build and the first batches.
 FINETUNE_START_S = 20.0
+# Probes are scored on val alone from this many val images on: the standard error of a val score
+# is at most 0.5 / sqrt(n) (`one_standard_error`), under one point of macro-F1 from 2,500 images,
+# finer than the differences the search acts on, so five more fits per probe buy nothing there.
+CV_MAX_VAL = 2500
+# The first rung of a full fine-tune holds at least this many (estimated) epochs, so it has a score.
+RUNG_MIN_EPOCHS = 1.5
 
 
 # Settings key prefix of each backbone (by tag); config keys that change how fast, not what, a
@@ -150,9 +161,13 @@ def fit(source, output: str | Path, budget: str | float | Budget = "30m",
         config: Config | None = None, image_size: int = 224, views: int = 2, heads: tuple[str, ...] = HEAD_KINDS,
         head_epochs: int = HEAD_EPOCHS, finetune: bool = True, finetune_epochs: int = 10, test: bool = True,
         cache_dir: str | Path | None = None, device: str = "auto", workers: int = 1, progress: bool = True,
-        log: Callable[[str], None] = print) -> FitResult:
+        log: Callable[[str], None] = print, storage: str | None = None,
+        finetune_sizes: tuple[int, ...] | None = None, cv_max_val: int = CV_MAX_VAL) -> FitResult:
     """Search for the best model of `source` within `budget` (seconds, or '30m', '1h'); see the
-    module docstring. `backbones` default to the config's (the recipe's ResNet50, hub weights)."""
+    module docstring. `backbones` default to the config's (the recipe's ResNet50, hub weights).
+    `storage`: an Optuna RDB URL shared by several processes (default OUTPUT/study.db);
+    `finetune_sizes`: input sizes of the full fine-tunes (None: chosen from the data, (): none);
+    `cv_max_val`: from this many val images on, probes are scored on val only."""
     from emorec.features.cache import DEFAULT_CACHE_ROOT
 
     seconds = None if isinstance(budget, Budget) else parse_duration(budget)
@@ -164,6 +179,7 @@ def fit(source, output: str | Path, budget: str | float | Budget = "30m",
     search = _Search(source, Path(output), budget, base, image_size, views,
                      tuple(heads), head_epochs, device, workers, progress, log,
                      Path(cache_dir) if cache_dir else Path(DEFAULT_CACHE_ROOT))
+    search.storage, search.finetune_sizes, search.cv_max_val = storage, finetune_sizes, cv_max_val
     unknown = set(heads) - set(HEAD_KINDS)
     if unknown:
         raise EmorecError(f"unknown head kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(HEAD_KINDS)}")
@@ -211,7 +227,10 @@ class _Search:
         from tqdm import tqdm
 
         self.manifest = search_splits(self.source, self.output, self.base.data, self.state)
+        self.study = CandidateStudy(self.output, self.storage)
+        self.trial = None  # the claim of the candidate running now
         self.board = Leaderboard(self.output / "leaderboard.csv")
+        self._sync()
         # The probe fitter is looked up here, not in runners.py, so a test can replace it in this module.
         self.runners = Runners(self.workspace, self.board, fit_logistic_regression)
         self.best = BestModel(self.workspace, self.state)
@@ -221,7 +240,11 @@ class _Search:
             raise EmorecError(f"{self.source}: emorec fit needs train and val images (found {self.counts}); set "
                               "data.val_fraction > 0 or add a val split")
         self.folds = None
-        if "logreg" in self.heads:
+        self.workspace.cross_validate = self.counts["val"] < self.cv_max_val
+        if "logreg" in self.heads and not self.workspace.cross_validate:
+            self.log(f"probes scored on val only: {self.counts['val']} val images (>= {self.cv_max_val}) give a "
+                     f"standard error under {100 * one_standard_error(self.counts['val']):.1f} points")
+        elif "logreg" in self.heads:
             per_class = Counter(s.label for s in self.manifest.samples if s.split in ("train", "val"))
             self.folds, note = fold_count(per_class)
             if note:
@@ -234,8 +257,10 @@ class _Search:
         for row in self.board.rows:  # a resumed search's estimates start from what earlier runs measured
             if row["status"] == DONE and row["kind"] != "extract" and row["seconds"]:
                 self.spent[row["kind"] + row["head"]] = float(row["seconds"])
+        self.sizes, self.recipe = self._finetune_plan(finetune)
         planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * self.per_set)
-                   + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune))
+                   + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune)
+                   + len(choices) * len(self.sizes))
         self.bar = tqdm(total=planned, desc="fit", unit="candidate", disable=not self.progress, dynamic_ncols=True)
         from emorec.training.result import TrainingInterrupted
 
@@ -259,8 +284,17 @@ class _Search:
                         self._run(ensemble_candidate(features, member_sets(features, extracted)))
             if finetune:
                 self._finetune(finetune_epochs)
+            for choice, tag in zip(choices, tags):
+                for size in self.sizes:
+                    self._full_finetune(choice, tag, size)
         except (TrainingInterrupted, KeyboardInterrupt) as e:
             import signal
+
+            if self.trial is not None:  # the claim is let go: the next run tries it again (a fine-tune resumes)
+                self.study.finish(self.trial, {**self.trial.user_attrs.get("row", {}), "status": "failed",
+                                               "note": "interrupted"})
+                self.trial = None
+                self._sync()
 
             signum = e.exit_code - 128 if isinstance(e, TrainingInterrupted) else int(signal.SIGINT)
             done = sum(r["status"] == DONE for r in self.board.rows)
@@ -269,6 +303,7 @@ class _Search:
                                       "fit command (same --output) to continue", signum) from None
         finally:
             self.bar.close()
+        self._sync()  # what other processes on the same study finished meanwhile
         leader = self.board.best()
         if leader is None:
             failed = [r for r in self.board.rows if r["status"] == "failed"]
@@ -384,7 +419,8 @@ class _Search:
                 return []
             if failed is not None:
                 release_memory()
-                self.board.record(failed)
+                self.study.record(failed)
+                self._sync()
                 self._print(failed, self.board.best())
                 self.bar.update(1 + len(FEATURE_VARIANTS) * self.per_set)
                 return []
@@ -392,8 +428,9 @@ class _Search:
             self.estimates.calibrate(estimate, seconds)
             self.state["caches"][tag] = {k: str(c.root) for k, c in caches.items()}
             self.state.save()
-            self.board.record({**row.row(), "seconds": seconds, "status": DONE,
+            self.study.record({**row.row(), "seconds": seconds, "status": DONE,
                                "note": f"{len(caches)} feature sets, cache {next(iter(caches.values())).root.parent}"})
+            self._sync()
             self.bar.update(1)
         return as_feature_sets(tag, choice.name, caches)
 
@@ -407,10 +444,22 @@ class _Search:
 
     # -- candidates ---------------------------------------------------------------------------
 
-    def _run(self, candidate: Candidate) -> None:
-        """A grid or ensemble candidate, unless finished before or not expected to fit the budget."""
-        if self.board.done(candidate.id) is not None:
+    def _sync(self) -> None:
+        """leaderboard.csv rewritten from the study's trials (this process's and any other's)."""
+        self.board.replace(self.study.rows())
+
+    def _claim(self, candidate: Candidate) -> bool:
+        """True when this process now holds `candidate` (`self.trial`); False when it is finished
+        or another process runs it."""
+        self.trial = self.study.claim(candidate.id, _cells(candidate.row()))
+        if self.trial is None:
             self.bar.update(1)
+        return self.trial is not None
+
+    def _run(self, candidate: Candidate) -> None:
+        """A grid or ensemble candidate, unless finished before, held by another process, or not
+        expected to fit the budget."""
+        if not self._claim(candidate):
             return
         # What the last candidate of this kind took (trainer runs are also cut by train.time_limit_s).
         estimate = self.spent.get(candidate.kind + candidate.head, FIRST_CANDIDATE_S)
@@ -421,17 +470,17 @@ class _Search:
         self._execute(candidate)
 
     def _finetune(self, max_epochs: int) -> None:
-        """LP-FT of the leader for as many epochs as the budget allows (at most `max_epochs`)."""
+        """LP-FT of the leader for as many epochs as its share of the budget allows (at most `max_epochs`)."""
         leader = self.board.best()
         if leader is None or leader["kind"] == "finetune":
             return
         basis = self.workspace.candidates_dir / leader["candidate"]
         candidate = finetune_candidate(leader, basis)
-        if self.board.done(candidate.id) is not None:
-            self.bar.update(1)
+        if not self._claim(candidate):
             return
         per_epoch = self.estimates.finetune_epoch(leader["backbone"])
-        left = self.budget.remaining() - self._reserve() - FINETUNE_START_S
+        shares = 1 + len(self.sizes) * max(1, len({r["backbone"] for r in self.board.rows}))
+        left = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / (shares if self.sizes else 1)
         epochs = min(max_epochs, int(left // per_epoch)) if per_epoch > 0 else 0
         if epochs < MIN_FINETUNE_EPOCHS:
             self._skip(candidate, f"an epoch on images takes ~{per_epoch:.0f} s, {max(left, 0):.0f} s left")
@@ -441,9 +490,75 @@ class _Search:
         candidate.settings["epochs"] = epochs
         self._execute(candidate)
 
-    def _execute(self, candidate: Candidate) -> None:
-        """Run `candidate` with what is left of the budget (less the test pass's reserve) and
-        record it: done with its scores, or failed with the first line of its error."""
+    def _finetune_plan(self, finetune: bool) -> tuple[tuple[int, ...], Path | None]:
+        """(the full fine-tunes' input sizes, their recipe): the recipe `emorec demo` would pick
+        for these images (`pick_demo_recipe`'s rule: configs/faces.yaml for small grayscale faces,
+        configs/demo.yaml otherwise); sizes upsampled 64 and 96 px for images of at most 64 px
+        (48 px faces), else 160 and 224 px, unless `finetune_sizes` says."""
+        from emorec.api import DEMO_CONFIG, FACES_CONFIG, FACES_MAX_SIDE, FACES_MIN_GREY
+        from emorec.data.profile import profile_images
+
+        if not finetune or self.finetune_sizes == ():
+            return (), None
+        profile = profile_images([s.path for s in self.manifest.samples if s.split == "train"])
+        small = 0 < profile.median_short_side <= FACES_MAX_SIDE
+        recipe = FACES_CONFIG if small and profile.grey_fraction >= FACES_MIN_GREY else DEMO_CONFIG
+        sizes = tuple(self.finetune_sizes) if self.finetune_sizes else ((64, 96) if small else (160, 224))
+        return sizes, recipe
+
+    def _full_finetune(self, choice: BackboneChoice, tag: str, size: int) -> None:
+        """A full fine-tune of `choice` at `size` px from the recipe, in rungs of training time
+        (1, 3, 9 units in all); after each the pruner keeps it only while it is among the best
+        fine-tunes that reached that rung (`study.py`). Each rung resumes the run's last checkpoint."""
+        candidate = full_finetune_candidate(choice, tag, size, self.recipe)
+        if not self._claim(candidate):
+            return
+        run_dir = self.workspace.run_dir(candidate)
+        rungs = _read_rungs(run_dir)
+        if rungs is None:
+            per_epoch = self.estimates.finetune_epoch(choice.name) * (size / self.image_size) ** 2
+            left = [r for r in self.board.rows if "-full-" in r["candidate"] and r["status"] not in (DONE, PRUNED)]
+            units = RUNG_FACTOR ** (RUNGS - 1) * max(1, len(left))
+            unit = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / units
+            if unit < RUNG_MIN_EPOCHS * per_epoch:
+                self._skip(candidate, f"a rung needs ~{RUNG_MIN_EPOCHS * per_epoch:.0f} s, {max(unit, 0):.0f} s left")
+                return
+            recipe_epochs = load_recipe_epochs(self.recipe)
+            # The OneCycle is planned for the longest rung (all three: the epochs 9 units are
+            # expected to hold), so a fine-tune that survives every rung gets the whole decay,
+            # and one stopped early has trained at its peak rate (training/optim.py has no
+            # warmup-stable-decay schedule, the one that suits an unknown length).
+            epochs = max(1, min(recipe_epochs, int(unit * RUNG_FACTOR ** (RUNGS - 1) // per_epoch)))
+            rungs = {"unit_s": unit, "epochs": epochs, "reports": []}
+        candidate.settings["epochs"] = rungs["epochs"]
+        candidate.overrides = (*candidate.overrides, f"train.epochs={rungs['epochs']}",
+                               f"data.num_workers={self.workers}", f"train.device={self.base.train.device}")
+
+        def rung_by_rung() -> dict:
+            for step, value in rungs["reports"]:  # an interrupted fine-tune's rungs, told to its new trial
+                self.trial.report(value, step)
+            scores: dict = {}
+            for rung in range(len(rungs["reports"]), RUNGS):
+                step = RUNG_FACTOR ** rung
+                seconds = rungs["unit_s"] * (step - (RUNG_FACTOR ** (rung - 1) if rung else 0))
+                if rung and not self.budget.allows(seconds, self._reserve()):
+                    return {**scores, "status": DONE, "note": f"stopped after rung {rung} of {RUNGS} by the budget"}
+                scores = self.runners.run(candidate, self.budget.share(seconds))
+                rungs["reports"].append((step, float(scores["val_macro_f1"])))
+                _write_rungs(run_dir, rungs)
+                self.trial.report(float(scores["val_macro_f1"]), step)
+                if int(scores.get("epochs") or 0) >= rungs["epochs"]:
+                    break
+                if rung < RUNGS - 1 and self.trial.should_prune():
+                    return {**scores, "status": PRUNED, "note": f"pruned after rung {rung + 1} of {RUNGS}"}
+            return {**scores, "status": DONE}
+
+        self._execute(candidate, rung_by_rung)
+
+    def _execute(self, candidate: Candidate, work: Callable[[], dict] | None = None) -> None:
+        """Run `candidate` (claimed) with what is left of the budget (less the test pass's
+        reserve), or `work` for it, and record it: done or pruned with its scores, or failed
+        with the first line of its error."""
         from emorec.training.result import TrainingInterrupted
 
         run_dir = self.workspace.run_dir(candidate)
@@ -451,8 +566,11 @@ class _Search:
         failure = None
         try:
             with self.workspace.quiet():
-                allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
-                row = self.runners.run(candidate, allowed)
+                if work is None:
+                    allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
+                    row = {**self.runners.run(candidate, allowed), "status": DONE}
+                else:
+                    row = work()
         except TrainingInterrupted:
             raise
         except OutOfBudget as e:  # started, then found the rest would not fit: not run, not failed
@@ -466,7 +584,7 @@ class _Search:
             self._finish(candidate, {"status": "failed", "note": failure, "seconds": time.monotonic() - started},
                          run_dir)
             return
-        self._finish(candidate, {**row, "seconds": time.monotonic() - started, "status": DONE}, run_dir)
+        self._finish(candidate, {**row, "seconds": time.monotonic() - started}, run_dir)
 
     def _failure(self, error: Exception) -> str:
         """The one-line reason of a failed candidate or extraction; an unexpected error's traceback
@@ -482,10 +600,13 @@ class _Search:
         return reason[:200]
 
     def _finish(self, candidate: Candidate, result: dict, run_dir: Path) -> None:
-        row = {**candidate.row(), **result}
+        row = _cells({**candidate.row(), **result})
         before = {r["candidate"] for r in self.board.contenders()}
-        self.board.record(row)
-        self.spent[candidate.kind + candidate.head] = float(result.get("seconds", 0.0))
+        self.study.finish(self.trial, row)
+        self.trial = None
+        self._sync()
+        if result.get("status") == DONE:
+            self.spent[candidate.kind + candidate.head] = float(result.get("seconds", 0.0))
         leader = self.board.best()
         contenders = {r["candidate"] for r in self.board.contenders()}
         if leader is not None:
@@ -497,9 +618,14 @@ class _Search:
         self.bar.update(1)
 
     def _skip(self, candidate: Candidate, why: str) -> None:
-        row = {**candidate.row(), "status": "skipped", "note": f"budget: {why}"}
-        if self.board.done(candidate.id) is None:
-            self.board.record(row)
+        """Not run for the budget: its claim closed (tried again by the next run)."""
+        row = _cells({**candidate.row(), "status": "skipped", "note": f"budget: {why}"})
+        if self.trial is not None:
+            self.study.finish(self.trial, row)
+            self.trial = None
+        elif self.study.finished(candidate.id) is None:
+            self.study.record(row)
+        self._sync()
         self._print(row, self.board.best())
         self.bar.update(1)
 
@@ -514,3 +640,32 @@ class _Search:
         else:
             text = f"{row['candidate']:<48} {row.get('status')}: {row.get('note', '')}"
         tqdm.write(text)
+
+
+def _cells(row: dict) -> dict[str, str]:
+    """A row as the leaderboard writes it (and the study stores it): strings by column."""
+    from emorec.fit.leaderboard import COLUMNS, _cell
+
+    return {k: _cell(row.get(k, "")) for k in COLUMNS}
+
+
+RUNGS_FILE = "rungs.json"
+
+
+def _read_rungs(run_dir: Path) -> dict | None:
+    """A fine-tune's rung plan and reports so far, when its run has a checkpoint to resume."""
+    path = run_dir / RUNGS_FILE
+    if path.is_file() and (run_dir / "checkpoints" / "last.pt").is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def _write_rungs(run_dir: Path, rungs: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUNGS_FILE).write_text(json.dumps(rungs))
+
+
+def load_recipe_epochs(recipe: Path) -> int:
+    from emorec.config import load_config
+
+    return int(load_config(recipe).train.epochs)
