@@ -11,10 +11,12 @@ def register(sub) -> None:
         description="Extracts features once per backbone (cached), tries the linear probe, linear / MLP / attention + "
                     "MLP heads at two regularisation strengths on last-level and multi-level features, each backbone alone "
                     "and all of them together (a backbone group and an ensemble of probes), then, where the "
-                    "budget allows, an LP-FT fine-tune of the best; chooses by validation macro-F1 (probes by 5-fold "
+                    "budget allows, an LP-FT fine-tune of the best and full fine-tunes at two input sizes (stopped "
+                    "early by successive halving when behind); chooses by validation macro-F1 (probes by 5-fold "
                     "cross-validation over train + val, then refit on both) and reports the "
                     "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
-                    "for evaluate, predict and export). Run it again with the same --output to resume.")
+                    "for evaluate, predict and export); the candidates are trials of an Optuna study in OUTPUT/study.db. Run it "
+                    "again with the same --output to resume.")
     p.add_argument("source", help="dataset folder or CSV manifest")
     p.add_argument("--budget", default="30m", help="time for everything, extraction included, counting what earlier "
                                                    "runs in the same --output spent: 30m, 1h, 90s, 1800 (default 30m)")
@@ -29,7 +31,14 @@ def register(sub) -> None:
                    help=f"candidate heads, comma-separated (default {','.join(HEAD_KINDS)})")
     p.add_argument("--head-epochs", type=int, default=HEAD_EPOCHS,
                    help=f"epochs of each trained head, with early stopping (default {HEAD_EPOCHS})")
-    p.add_argument("--no-finetune", action="store_true", help="skip the LP-FT fine-tune of the best candidate")
+    p.add_argument("--no-finetune", action="store_true",
+                   help="skip the fine-tunes: the LP-FT of the best candidate and the full fine-tunes")
+    p.add_argument("--sizes", default=None, metavar="PX,PX",
+                   help="input sizes of the full fine-tunes, e.g. 160,224 (default: 64,96 for images of at most "
+                        "64 px, else 160,224)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="an Optuna RDB URL (e.g. postgresql://host/db) shared by several emorec fit processes, each "
+                        "running candidates no other has started (default sqlite in OUTPUT/study.db)")
     p.add_argument("--finetune-epochs", type=int, default=10, help="at most this many LP-FT epochs (default 10)")
     p.add_argument("--no-test", action="store_true", help="do not score the chosen model on the test split")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -52,6 +61,13 @@ def run_fit(args) -> int:
     if args.image_size < 16 or args.views < 0 or args.workers < 0 or args.finetune_epochs < 1 or args.head_epochs < 1:
         raise EmorecError("emorec fit: --image-size must be >= 16, --views and --workers >= 0, --finetune-epochs and "
                           "--head-epochs >= 1")
+    try:
+        sizes = tuple(int(x) for x in args.sizes.split(",") if x.strip()) if args.sizes is not None else None
+    except ValueError:
+        raise EmorecError(f"emorec fit: --sizes {args.sizes}: expected pixel sizes separated by commas, e.g. "
+                          "160,224") from None
+    if sizes is not None and any(size < 16 for size in sizes):
+        raise EmorecError(f"emorec fit: --sizes {args.sizes}: each size must be >= 16")
     cfg = load_config(args.config, args.overrides)
     backbones = [BackboneChoice.parse(text, args.random_init) for text in args.backbones]
     if not backbones and args.random_init:
@@ -62,11 +78,14 @@ def run_fit(args) -> int:
     result = fit(args.source, output, args.budget, backbones or None, config=cfg, image_size=args.image_size,
                  views=args.views, heads=tuple(h.strip() for h in args.heads.split(",") if h.strip()),
                  head_epochs=args.head_epochs, finetune=not args.no_finetune, finetune_epochs=args.finetune_epochs,
-                 test=not args.no_test, cache_dir=args.cache_dir, device=args.device, workers=args.workers)
+                 test=not args.no_test, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
+                 storage=args.storage, finetune_sizes=sizes)
     best = result.best
     done = sum(r["status"] == "done" and r["kind"] != "extract" for r in result.rows)
     skipped = sum(r["status"] == "skipped" for r in result.rows)
-    print(f"leaderboard      {result.output / 'leaderboard.csv'} ({done} candidates, {skipped} skipped)")
+    pruned = sum(r["status"] == "pruned" for r in result.rows)
+    print(f"leaderboard      {result.output / 'leaderboard.csv'} ({done} candidates, {pruned} pruned, "
+          f"{skipped} skipped)")
     cv = f"  cross-validated macro-F1 {float(best['cv_macro_f1']):.4f}" if best.get("cv_macro_f1") else ""
     print(f"chosen           {best['candidate']}  val macro-F1 {float(best['val_macro_f1']):.4f}  "
           f"val accuracy {float(best['val_accuracy']):.4f}{cv}")

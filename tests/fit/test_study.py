@@ -1,0 +1,155 @@
+"""`emorec fit`'s bookkeeping is an Optuna study: one trial per candidate, the resume state of a
+rerun, shared by processes that each claim candidates no other has started; full fine-tunes
+run in rungs the successive-halving pruner can stop; a large val split scores probes alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from emorec.fit import BackboneChoice, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from training_runs import make_images, one_thread  # noqa: E402,F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(image_size=32, views=1, head_epochs=2, workers=0, progress=False, log=lambda _m: None, device="cpu")
+BACKBONE = [BackboneChoice("test_efficientnet", None, pretrained=False)]
+QUICK = dict(heads=("logreg",), finetune=False, test=False, **TINY)
+
+
+@pytest.fixture(autouse=True)
+def small_grid_in_a_temporary_folder(monkeypatch, tmp_path):
+    import emorec.fit.candidates as candidates
+
+    monkeypatch.setattr(candidates, "LOGREG_C", (0.1,))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_images(tmp_path_factory.mktemp("study") / "images", per_class=12)
+
+
+def leaderboard(output: Path) -> list[dict[str, str]]:
+    with open(output / "leaderboard.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def spy_runners(monkeypatch, calls: list, fake=None, before=None):
+    """search.Runners, recording each run's candidate id; `fake(candidate, budget)` may answer
+    instead (None: the real runner), `before(candidate)` is called first."""
+    import emorec.fit.search as search
+
+    class Spy(search.Runners):
+        def run(self, candidate, budget):
+            calls.append(candidate.id)
+            if before is not None:
+                before(candidate)
+            scores = fake(candidate, budget) if fake is not None else None
+            return scores if scores is not None else super().run(candidate, budget)
+
+    monkeypatch.setattr(search, "Runners", Spy)
+
+
+def test_the_study_is_the_resume_state_and_a_rerun_runs_nothing(photos, tmp_path, monkeypatch):
+    import optuna
+
+    calls: list[str] = []
+    spy_runners(monkeypatch, calls)
+    output = tmp_path / "search"
+    first = fit(photos, output, "10m", BACKBONE, **QUICK)
+    assert (output / "study.db").is_file() and len(calls) == 2
+
+    study = optuna.load_study(study_name="emorec-fit", storage=f"sqlite:///{output / 'study.db'}")
+    trials = {t.user_attrs["candidate"]: t for t in study.trials}
+    assert set(trials) == {r["candidate"] for r in leaderboard(output)}, "the leaderboard is the trials"
+    probe = trials[first.best["candidate"]]
+    assert probe.value == pytest.approx(float(first.best["val_macro_f1"]), abs=1e-4)
+    assert probe.user_attrs["row"]["C"] == "0.1000"
+
+    calls.clear()
+    again = fit(photos, output, "10m", BACKBONE, **QUICK)
+    assert calls == [] and again.best["candidate"] == first.best["candidate"]
+
+
+def test_processes_sharing_a_study_never_run_a_candidate_twice(photos, tmp_path, monkeypatch):
+    """A second search on the same study starts while the first runs its first candidate (as
+    another machine would): it leaves that one alone and takes the rest; the first then finds
+    them finished. One leaderboard with each candidate once, one best/."""
+    calls: list[str] = []
+    output, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'shared.db'}"
+    second: dict = {}
+
+    def another_process_starts(candidate):
+        if len(calls) == 1:
+            second["result"] = fit(photos, output, "10m", BACKBONE, storage=storage, **QUICK)
+
+    spy_runners(monkeypatch, calls, before=another_process_starts)
+    first = fit(photos, output, "10m", BACKBONE, storage=storage, **QUICK)
+
+    assert sorted(Counter(calls).values()) == [1, 1] and len(calls) == 2, "every candidate ran once"
+    rows = leaderboard(output)
+    assert sorted(r["candidate"] for r in rows) == sorted(set(calls) | {"test_efficientnet-features"})
+    assert {r["status"] for r in rows} == {"done"}
+    seen_by_second = {r["candidate"]: r["status"] for r in second["result"].rows}
+    assert seen_by_second[calls[0]] == "running" and seen_by_second[calls[1]] == "done"
+    assert second["result"].best is not None and (first.best_dir / "checkpoints" / "best.pt").is_file()
+    assert not (output / "study.db").exists(), "--storage holds the study"
+
+
+def test_a_fine_tune_whose_first_rung_scores_worst_is_pruned(photos, tmp_path, monkeypatch):
+    """Two full fine-tunes (64 and 96 px for 40 px images), scores forced: the first rung of the
+    96 px one is below the 64 px one's, so successive halving stops it there; it is listed as
+    pruned with that score, and the 64 px one runs its three rungs (1, 2, 6 units of time)."""
+    import emorec.fit.search as search
+
+    forced = {"test_efficientnet-full-64px": [0.5, 0.6, 0.7], "test_efficientnet-full-96px": [0.2, 0.9, 0.9]}
+    seconds: dict[str, list[float]] = {}
+
+    def fake(candidate, budget):
+        if candidate.id not in forced:
+            return None
+        seconds.setdefault(candidate.id, []).append(budget.seconds)
+        score = forced[candidate.id][len(seconds[candidate.id]) - 1]
+        return {"val_macro_f1": score, "val_accuracy": score, "best_epoch": 1}
+
+    calls: list[str] = []
+    spy_runners(monkeypatch, calls, fake=fake)
+    monkeypatch.setattr(search, "one_standard_error", lambda val_images: 1.0)  # the probe keeps the lead
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
+
+    rows = {r["candidate"]: r for r in leaderboard(output)}
+    pruned, kept = rows["test_efficientnet-full-96px"], rows["test_efficientnet-full-64px"]
+    assert pruned["status"] == "pruned" and float(pruned["val_macro_f1"]) == 0.2 and "rung 1 of 3" in pruned["note"]
+    assert kept["status"] == "done" and float(kept["val_macro_f1"]) == 0.7
+    assert len(seconds["test_efficientnet-full-96px"]) == 1
+    unit = seconds["test_efficientnet-full-64px"][0]
+    assert seconds["test_efficientnet-full-64px"] == pytest.approx([unit, 2 * unit, 6 * unit])
+    assert kept["epochs"] and int(kept["epochs"]) >= 1, "the OneCycle's length: the longest rung's epochs"
+    assert result.best["kind"] == "logreg"
+
+
+def test_a_large_val_split_scores_probes_on_val_alone(photos, tmp_path, monkeypatch):
+    """From `cv_max_val` val images on (2,500 by default; 1 here) no probe is cross-validated:
+    no fold is fit, the rows have no cv score, and the chosen probe is installed as it ran."""
+    import emorec.fit.runners as runners
+
+    def no_folds(*args, **kwargs):
+        raise AssertionError("cross-validation ran")
+
+    monkeypatch.setattr(runners, "out_of_fold_logits", no_folds)
+    output = tmp_path / "search"
+    notes: list[str] = []
+    result = fit(photos, output, "10m", BACKBONE, cv_max_val=1, **{**QUICK, "log": notes.append})
+    probes = [r for r in leaderboard(output) if r["kind"] == "logreg"]
+    assert len(probes) == 2 and all(r["status"] == "done" and r["cv_macro_f1"] == "" for r in probes)
+    assert result.folds is None and any("scored on val only" in n for n in notes)
+    assert "refit" not in json.loads((result.best_dir / "summary.json").read_text())
