@@ -83,7 +83,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> RunResult:
 
 def fit(source, output, budget="30m", backbones=None, **kwargs):
     """`emorec fit`: the best model for `source` within `budget`, chosen by validation macro-F1,
-    probes by cross-validation over train + val (`emorec.fit.search.fit`; keyword arguments as there)."""
+    probes by cross-validation over train + val, the candidates trials of an Optuna study in
+    OUTPUT/study.db or `storage=URL` (`emorec.fit.search.fit`; keyword arguments as there)."""
     from emorec.fit import fit as run_fit
 
     return run_fit(source, output, budget, backbones, **kwargs)
