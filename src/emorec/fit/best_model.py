@@ -11,6 +11,7 @@ so an interruption never leaves half a model there.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,9 @@ class BestModel:
         if self.state.get("best_dir_of") == leader["candidate"] and (self.best_dir / "checkpoints").is_dir():
             return
         source = self.workspace.candidates_dir / leader["candidate"]
+        if not source.is_dir():
+            raise EmorecError(f"the leading candidate {leader['candidate']} ran in a process with another OUTPUT than "
+                              f"{self.output}: processes sharing a --storage need one OUTPUT folder (a shared disk)")
         if not (source / "checkpoints" / "best.pt").is_file():
             raise EmorecError(f"the leading candidate's checkpoint is missing: {source}/checkpoints/best.pt; delete "
                               f"its row from {self.output / 'leaderboard.csv'} and run the search again")
@@ -84,12 +88,18 @@ class BestModel:
     def install(self, write: Callable[[Path], Any], **state) -> None:
         """best/ replaced by what `write` puts in a fresh folder, plus every split as its
         manifest.csv; `state` is recorded in fit.json once it is in place."""
-        tmp = self.output / "best.tmp"
+        tmp = self.output / f"best.tmp-{os.getpid()}"  # processes sharing OUTPUT (--storage) each build their own
         shutil.rmtree(tmp, ignore_errors=True)
         write(tmp)
         shutil.copyfile(self.output / SPLITS_FILE, tmp / "manifest.csv")
-        shutil.rmtree(self.best_dir, ignore_errors=True)
-        tmp.rename(self.best_dir)
+        for attempt in range(3):  # another process may put its best/ back in between
+            shutil.rmtree(self.best_dir, ignore_errors=True)
+            try:
+                tmp.rename(self.best_dir)
+                break
+            except OSError:
+                if attempt == 2:
+                    raise
         self.state.update(state)
         self.state.save()
 

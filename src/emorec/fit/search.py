@@ -553,7 +553,7 @@ class _Search:
                     break
                 if rung < RUNGS - 1 and self.trial.should_prune():
                     return {**scores, "status": PRUNED, "note": f"pruned after rung {rung + 1} of {RUNGS}"}
-            return {**scores, "status": DONE}
+            return {**scores, "status": DONE, "note": f"{len(rungs['reports'])} of {RUNGS} rungs"}
 
         self._execute(candidate, rung_by_rung)
 
@@ -611,8 +611,10 @@ class _Search:
             self.spent[candidate.kind + candidate.head] = float(result.get("seconds", 0.0))
         leader = self.board.best()
         contenders = {r["candidate"] for r in self.board.contenders()}
-        if leader is not None:
-            self.best.promote(leader)  # the new row, or an earlier contender the new row handed the lead back to
+        if leader is not None and (self.workspace.candidates_dir / leader["candidate"]).is_dir():
+            # the new row, or an earlier contender the new row handed the lead back to (a leader run
+            # by a process with another OUTPUT is not here: the end of the search says so)
+            self.best.promote(leader)
         for gone in before - contenders:
             remove_checkpoints(self.workspace.candidates_dir / gone, keep_best=False)
         remove_checkpoints(run_dir, keep_best=candidate.id in contenders)

@@ -12,6 +12,7 @@ a resumed one with other values is refused (`check_settings`).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +60,7 @@ class SearchState(dict):
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
+        tmp = self.path.with_suffix(f".json.tmp-{os.getpid()}")  # processes sharing OUTPUT (--storage) each write their own
         tmp.write_text(json.dumps(dict(self), indent=1, default=str))
         tmp.replace(self.path)
 
