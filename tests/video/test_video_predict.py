@@ -159,7 +159,7 @@ def test_cli_predict_faces_on_a_folder_mixing_a_video_a_photo_and_a_broken_file(
     (folder / "broken.mov").write_bytes(b"not a video" * 50)
     out = tmp_path / "rows.csv"
     code = main(["predict", str(run), str(folder), "--faces", "--fps", "5", "--smooth", "1", "--output", str(out),
-                 "--device", "cpu"])
+                 "--device", "cpu", "--annotate", str(tmp_path / "drawn")])
     err = capsys.readouterr().err
     assert code == 0, err
     table = list(csv.DictReader(out.open()))
@@ -173,3 +173,17 @@ def test_cli_predict_faces_on_a_folder_mixing_a_video_a_photo_and_a_broken_file(
     assert len(photo_rows) == 1 and photo_rows[0]["frame"] == "0" and photo_rows[0]["x1"] != ""
     assert "skipped" in err and "broken.mov" in err and "skipped 1 unreadable" in err
     assert "analysed 11 frames of 2 inputs" in err
+    import av
+
+    with av.open(str(tmp_path / "drawn" / "walk.annotated.mp4")) as container:
+        rate = float(container.streams.video[0].average_rate)
+        drawn = [f.to_image() for f in container.decode(video=0)]
+    assert len(drawn) == 10 and drawn[0].size == (640, 480)
+    assert rate == pytest.approx(5)  # the analysed rate: as long as the input
+    box = [float(video_rows[0][k]) for k in ("x1", "y1", "x2", "y2")]
+    diff = np.abs(np.asarray(drawn[0]).astype(int) - np.asarray(sliding_portrait(portrait, 1)[0]).astype(int)).mean(axis=2)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    assert diff[y1 + 5: y2 - 5, x1 - 1: x1 + 2].mean() > 30  # the box's left edge is drawn
+    assert diff[400:470, 560:630].mean() < 15  # far from the face: only the codec's noise
+    timeline = Image.open(tmp_path / "drawn" / "walk.timeline.png")
+    assert timeline.size[0] >= 600

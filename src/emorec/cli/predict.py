@@ -32,7 +32,8 @@ def register(sub) -> None:
                         "(path, face, x1, y1, x2, y2, det_score, labels...), label no_face for a photo without one")
     p.add_argument("--detector", default="mtcnn", help="face detector for --faces: mtcnn (default) or haar")
     p.add_argument("--margin", type=float, default=0.2, help="with --faces: margin around each face box, as a share of its side (default: 0.2)")
-    p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR")
+    p.add_argument("--annotate", metavar="DIR", help="with --faces: write a copy of each photo with boxes and labels drawn into DIR; for a video, "
+                        "DIR/NAME.annotated.mp4 (the analysed frames, H.264) and DIR/NAME.timeline.png")
     video = p.add_argument_group("video inputs (mp4, mov, mkv, webm, avi): one row per face (or frame) per analysed frame")
     video.add_argument("--fps", type=float, default=4.0, help="analysed frames per second of video (default: 4)")
     video.add_argument("--every", type=int, help="analyse every N-th frame instead of --fps")
@@ -71,8 +72,6 @@ def run_predict(args) -> int:
     from emorec.data.inputs import is_video
 
     if any(is_video(p) for p in paths):
-        if args.annotate:
-            raise EmorecError("--annotate writes photos; it does not draw on videos yet")
         from emorec.cli.video import run_predict_video
 
         return run_predict_video(args, predictor, paths, failures, str(getattr(predictor, "device", "cpu")))

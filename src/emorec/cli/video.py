@@ -14,8 +14,11 @@ def run_predict_video(args, predictor, paths, failures, device: str) -> int:
     from emorec.data.inputs import Failure
     from emorec.errors import EmorecError
     from emorec.video.frames import VideoFrames, is_video
+    from emorec.video.annotate import VideoAnnotator
     from emorec.video.predict import FrameRowWriter, VideoPrediction, format_row
 
+    if args.annotate and not args.faces:
+        raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
     if args.smooth < 0:
         raise EmorecError(f"--smooth must be >= 0 seconds, got {args.smooth}")
     detector = None
@@ -33,10 +36,17 @@ def run_predict_video(args, predictor, paths, failures, device: str) -> int:
             prediction = VideoPrediction(predictor, path, detector, fps=fps, every=args.every, top_k=args.top_k,
                                          margin=args.margin, smooth_s=args.smooth)
             total = VideoFrames(path, fps, args.every).expected() if is_video(path) else 1
+            annotator = VideoAnnotator(args.annotate, path, list(predictor.labels)) if args.annotate and is_video(path) else None
             with tqdm(total=total, unit="frame", desc=path.name[:30], file=sys.stderr, leave=False,
                       disable=not sys.stderr.isatty()) as bar:
+
+                def on_frame(frame, frame_rows, bar=bar, annotator=annotator):
+                    bar.update(1)
+                    if annotator:
+                        annotator.add(frame, frame_rows)
+
                 try:
-                    for row in prediction.rows(on_frame=lambda: bar.update(1)):
+                    for row in prediction.rows(on_frame=on_frame):
                         if writer:
                             writer.write(row)
                         else:
@@ -44,6 +54,9 @@ def run_predict_video(args, predictor, paths, failures, device: str) -> int:
                 except EmorecError as e:  # not a video or image at all: skipped and counted, the rest go on
                     failures.append(Failure(str(path), str(e)))
                     continue
+            if annotator:
+                drawn = [str(p) for p in annotator.close() if p]
+                print(f"annotated: {', '.join(drawn)}", file=sys.stderr)
             frames += prediction.stats.frames
             rows += prediction.stats.rows
             if prediction.stats.stopped:

@@ -35,6 +35,7 @@ class FrameRow:
     box: list[float] | None = None
     det_score: float | None = None
     raw_top: list[tuple[str, float]] | None = None  # the unsmoothed values, with smooth_s
+    probs: np.ndarray | None = None  # every label's probability, as `top` was chosen from (timelines)
 
 
 @dataclass
@@ -73,6 +74,8 @@ class VideoPrediction:
         self.stats.stopped = source.stopped
 
     def rows(self, on_frame=None) -> Iterator[FrameRow]:
+        """The rows, frame after frame; `on_frame(frame, rows)` is called once a frame's rows are
+        out, while its image is still there (to draw on it)."""
         from emorec.faces.detect import DETECT_SIZE
 
         tracker = IouTracker()
@@ -82,12 +85,13 @@ class VideoPrediction:
         detect_size = self.detect_size or DETECT_SIZE
         for frame in self.frames():
             self.stats.frames += 1
-            for row in self._frame_rows(frame, tracker, smoother, labels, k, detect_size):
+            rows = self._frame_rows(frame, tracker, smoother, labels, k, detect_size)
+            for row in rows:
                 self.stats.rows += 1
                 yield row
-            frame.image = None  # the frame is done: nothing keeps it alive
             if on_frame:
-                on_frame()
+                on_frame(frame, rows)
+            frame.image = None  # the frame is done: nothing keeps it alive
         self.stats.tracks = tracker._next - 1
 
     def _frame_rows(self, frame: Frame, tracker, smoother, labels, k, detect_size) -> list[FrameRow]:
@@ -124,9 +128,9 @@ def _top(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]
 
 def _row(path: str, frame: Frame, probs: np.ndarray, labels, k, smoother, key) -> FrameRow:
     if smoother is None:
-        return FrameRow(path, frame.index, frame.time_s, _top(probs, labels, k))
+        return FrameRow(path, frame.index, frame.time_s, _top(probs, labels, k), probs=np.asarray(probs, dtype=float))
     smoothed = smoother.smooth(key, frame.time_s, probs)
-    return FrameRow(path, frame.index, frame.time_s, _top(smoothed, labels, k), raw_top=_top(probs, labels, k))
+    return FrameRow(path, frame.index, frame.time_s, _top(smoothed, labels, k), raw_top=_top(probs, labels, k), probs=smoothed)
 
 
 class FrameRowWriter:
