@@ -18,15 +18,9 @@ from typing import Any
 
 from emorec.config import Config, load_config
 from emorec.errors import EmorecError
+from emorec.training.recipes import DEMO_CONFIG, FACES_CONFIG, FACES_MAX_SIDE, FACES_MIN_GREY, looks_like_face_crops
 from emorec.training.result import RunResult
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-FACES_CONFIG = REPO_ROOT / "configs" / "faces.yaml"
-# Small grayscale images are face crops in the FER-2013 style (48 px, mode L): configs/faces.yaml
-# trains at their native size instead of upsampling them to a photo recipe's 160 px.
-FACES_MAX_SIDE = 64
-FACES_MIN_GREY = 0.8
 # faces.yaml is sized for an hour; the demo trains 2 short epochs of it (2 x 60 batches of 64,
 # 7,680 images, then 3,589 val images each) to end within 10 minutes on 2 busy cores.
 FACES_DEMO_CAPS = ("train.epochs=2", "train.limit_train_batches=60")
@@ -46,7 +40,7 @@ def pick_demo_recipe(data: str | Path) -> DemoRecipe:
     from emorec.data.profile import profile_images
 
     profile = profile_images([s.path for s in read_manifest(str(data)).samples])
-    if 0 < profile.median_short_side <= FACES_MAX_SIDE and profile.grey_fraction >= FACES_MIN_GREY:
+    if looks_like_face_crops(profile):
         return DemoRecipe(FACES_CONFIG, list(FACES_DEMO_CAPS),
                           f"small grayscale images ({profile.describe()}): the face recipe, "
                           f"{' '.join(FACES_DEMO_CAPS)}")

@@ -109,6 +109,23 @@ def test_fit_chooses_by_validation_and_reads_the_test_split_only_for_the_chosen_
     assert_only_the_contenders_keep_a_loadable_best_checkpoint(output, result.best["candidate"])
 
 
+def interrupt_the_second_probe(monkeypatch) -> tuple[list, object]:
+    """Ctrl-C as the search fits its second probe; returns the list each probe fit appends to and
+    the real probe fit (to put back for the resumed run)."""
+    import emorec.fit.search as search
+
+    real, calls = search.fit_logistic_regression, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
+    return calls, real
+
+
 def assert_only_the_contenders_keep_a_loadable_best_checkpoint(output: Path, leader: str) -> None:
     """What the search keeps: best.pt of the rows that are or may become the leader (the best
     cross-validated probe and the best val-only row), nothing of the others, no last.pt."""
@@ -170,16 +187,7 @@ def test_an_interrupted_search_resumes_without_running_finished_candidates(photo
     import emorec.fit.search as search
 
     output = tmp_path / "search"
-    real = search.fit_logistic_regression
-    calls = []
-
-    def interrupted_on_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
+    calls, real = interrupt_the_second_probe(monkeypatch)
     with pytest.raises(EmorecError, match="run the same emorec fit command"):
         fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=False, test=False, **TINY)
     rows = leaderboard(output)
@@ -430,15 +438,7 @@ def test_a_resumed_search_counts_the_time_its_earlier_runs_spent(photos, tmp_pat
 
     output = tmp_path / "search"
     quick = dict(finetune=False, test=False, **TINY)
-    real, calls = search.fit_logistic_regression, []
-
-    def interrupted_on_the_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search, "fit_logistic_regression", interrupted_on_the_second)
+    calls, real = interrupt_the_second_probe(monkeypatch)
     with pytest.raises(EmorecError, match="run the same emorec fit command"):
         fit(photos, output, "10m", BACKBONE, heads=("logreg",), **quick)
     interrupted = json.loads((output / "fit.json").read_text())["spent_s"]

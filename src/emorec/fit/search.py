@@ -496,15 +496,14 @@ class _Search:
         otherwise configs/high_accuracy.yaml (the photo recipe that fine-tunes every layer from the
         first epoch; demo.yaml is a 5-epoch LP-FT); sizes upsampled 64 and 96 px for images of at
         most 64 px (48 px faces), else 160 and 224 px, unless `finetune_sizes` says."""
-        from emorec.api import FACES_CONFIG, FACES_MAX_SIDE, FACES_MIN_GREY
         from emorec.data.profile import profile_images
+        from emorec.training.recipes import FACES_CONFIG, FACES_MAX_SIDE, HIGH_ACCURACY_CONFIG, looks_like_face_crops
 
         if not finetune or self.finetune_sizes == ():
             return (), None
         profile = profile_images([s.path for s in self.manifest.samples if s.split == "train"])
         small = 0 < profile.median_short_side <= FACES_MAX_SIDE
-        recipe = FACES_CONFIG if small and profile.grey_fraction >= FACES_MIN_GREY else \
-            FACES_CONFIG.parent / "high_accuracy.yaml"
+        recipe = FACES_CONFIG if looks_like_face_crops(profile) else HIGH_ACCURACY_CONFIG
         sizes = tuple(self.finetune_sizes) if self.finetune_sizes else ((64, 96) if small else (160, 224))
         return sizes, recipe
 

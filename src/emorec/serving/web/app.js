@@ -77,20 +77,24 @@ function drawFaces(faces) {
   boxes.replaceChildren();
   const photo = $("photo");
   const w = photo.naturalWidth, h = photo.naturalHeight;
-  for (const face of faces || []) {
-    const [x1, y1, x2, y2] = face.box;
-    const box = document.createElement("div");
-    box.className = "face";
-    box.style.left = (100 * x1 / w) + "%";
-    box.style.top = (100 * y1 / h) + "%";
-    box.style.width = (100 * (x2 - x1) / w) + "%";
-    box.style.height = (100 * (y2 - y1) / h) + "%";
-    const tag = document.createElement("span");
-    const best = face.top_k[0];
-    tag.textContent = best.label + " " + (100 * best.probability).toFixed(0) + "%";
-    box.appendChild(tag);
-    boxes.appendChild(box);
-  }
+  for (const face of faces || []) boxes.appendChild(faceBox(face, w, h));
+}
+
+// A face's box and top label, placed in percent of a picture whose own pixels are width x height
+// (the API's boxes are in the uploaded picture's pixels).
+function faceBox(face, width, height) {
+  const [x1, y1, x2, y2] = face.box;
+  const box = document.createElement("div");
+  box.className = "face";
+  box.style.left = (100 * x1 / width) + "%";
+  box.style.top = (100 * y1 / height) + "%";
+  box.style.width = (100 * (x2 - x1) / width) + "%";
+  box.style.height = (100 * (y2 - y1) / height) + "%";
+  const tag = document.createElement("span");
+  const best = face.top_k[0];
+  tag.textContent = best.label + " " + (100 * best.probability).toFixed(0) + "%";
+  box.appendChild(tag);
+  return box;
 }
 
 async function showPhoto(file) {
@@ -179,20 +183,7 @@ function drawCameraBoxes(prediction, width, height) {
     boxes.appendChild(tag);
     return;
   }
-  for (const face of prediction.faces) {
-    const [x1, y1, x2, y2] = face.box;
-    const box = document.createElement("div");
-    box.className = "face";
-    box.style.left = (100 * x1 / width) + "%";
-    box.style.top = (100 * y1 / height) + "%";
-    box.style.width = (100 * (x2 - x1) / width) + "%";
-    box.style.height = (100 * (y2 - y1) / height) + "%";
-    const tag = document.createElement("span");
-    const best = face.top_k[0];
-    tag.textContent = best.label + " " + (100 * best.probability).toFixed(0) + "%";
-    box.appendChild(tag);
-    boxes.appendChild(box);
-  }
+  for (const face of prediction.faces) boxes.appendChild(faceBox(face, width, height));
 }
 
 // The timeline follows the largest face (the one nearest the camera), or the whole frame
