@@ -187,3 +187,19 @@ def test_cli_predict_faces_on_a_folder_mixing_a_video_a_photo_and_a_broken_file(
     assert diff[400:470, 560:630].mean() < 15  # far from the face: only the codec's noise
     timeline = Image.open(tmp_path / "drawn" / "walk.timeline.png")
     assert timeline.size[0] >= 600
+
+
+def test_detect_every_n_runs_the_detector_on_every_nth_frame_and_reuses_its_boxes(counted_video):
+    class Counting(_BrightSquare):
+        calls = 0
+
+        def detect(self, image):
+            Counting.calls += 1
+            return [Face((5.0, 5.0, 30.0, 30.0), 0.9)]
+
+    prediction = VideoPrediction(_Stub(), counted_video, Counting(), fps=None, every=1, top_k=1, detect_every=4)
+    rows = list(prediction.rows())
+    assert len(rows) == 30 and Counting.calls == 8 == prediction.stats.detected  # frames 0, 4, ..., 28
+    assert {tuple(r.box) for r in rows} == {(5.0, 5.0, 30.0, 30.0)} and {r.track for r in rows} == {1}
+    with pytest.raises(EmorecError, match="--detect-every"):
+        list(VideoPrediction(_Stub(), counted_video, Counting(), detect_every=0).rows())

@@ -37,6 +37,9 @@ def register(sub) -> None:
     video = p.add_argument_group("video inputs (mp4, mov, mkv, webm, avi): one row per face (or frame) per analysed frame")
     video.add_argument("--fps", type=float, default=4.0, help="analysed frames per second of video (default: 4)")
     video.add_argument("--every", type=int, help="analyse every N-th frame instead of --fps")
+    video.add_argument("--detect-every", type=int, default=1, metavar="N",
+                       help="with --faces: run the face detector on every N-th analysed frame only and reuse its "
+                            "boxes in between (faster; boxes lag up to N / fps seconds; default: 1, every frame)")
     video.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
                        help="average each face track's probabilities over this trailing window; labels from the "
                             "averages, the raw ones kept in raw_label_* columns (default: 0, off)")

@@ -34,7 +34,7 @@ def run_predict_video(args, predictor, paths, failures, device: str) -> int:
     try:
         for path in paths:
             prediction = VideoPrediction(predictor, path, detector, fps=fps, every=args.every, top_k=args.top_k,
-                                         margin=args.margin, smooth_s=args.smooth)
+                                         margin=args.margin, smooth_s=args.smooth, detect_every=args.detect_every)
             total = VideoFrames(path, fps, args.every).expected() if is_video(path) else 1
             annotator = VideoAnnotator(args.annotate, path, list(predictor.labels)) if args.annotate and is_video(path) else None
             with tqdm(total=total, unit="frame", desc=path.name[:30], file=sys.stderr, leave=False,

@@ -41,6 +41,7 @@ class FrameRow:
 @dataclass
 class VideoStats:
     frames: int = 0  # analysed frames
+    detected: int = 0  # frames the detector ran on
     rows: int = 0
     detect_s: float = 0.0
     classify_s: float = 0.0
@@ -61,6 +62,10 @@ class VideoPrediction:
     margin: float = 0.2
     smooth_s: float = 0.0
     detect_size: int | None = None
+    # Run the detector on every n-th analysed frame only; the frames between reuse its boxes
+    # (crops at the last found places). The detector is nearly all the cost (benchmarks/RESULTS.md,
+    # "Video"), so this trades box lag (up to n / fps seconds) for speed, as fer's `frequency` does.
+    detect_every: int = 1
     stats: VideoStats = field(default_factory=VideoStats)
 
     def frames(self) -> Iterator[Frame]:
@@ -78,7 +83,12 @@ class VideoPrediction:
         out, while its image is still there (to draw on it)."""
         from emorec.faces.detect import DETECT_SIZE
 
+        if self.detect_every < 1:
+            from emorec.errors import EmorecError
+
+            raise EmorecError(f"--detect-every must be at least 1, got {self.detect_every}")
         tracker = IouTracker()
+        self._last_faces: list = []
         smoother = TrackSmoother(self.smooth_s) if self.smooth_s > 0 else None
         labels = list(self.predictor.labels)
         k = max(1, min(self.top_k, len(labels)))
@@ -104,9 +114,12 @@ class VideoPrediction:
         from emorec.faces.detect import detect_faces
         from emorec.faces.predict import face_crops
 
-        started = time.perf_counter()
-        faces = detect_faces(self.detector, frame.image, detect_size)
-        self.stats.detect_s += time.perf_counter() - started
+        if (self.stats.frames - 1) % self.detect_every == 0:
+            started = time.perf_counter()
+            self._last_faces = detect_faces(self.detector, frame.image, detect_size)
+            self.stats.detect_s += time.perf_counter() - started
+            self.stats.detected += 1
+        faces = self._last_faces
         if not faces:
             tracker.update([], frame.time_s)
             return [FrameRow(path, frame.index, frame.time_s, [(NO_FACE, float("nan"))])]
