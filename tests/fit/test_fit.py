@@ -4,7 +4,6 @@ finished candidates are never run again."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -21,32 +20,9 @@ from emorec.fit.probe import fit_logistic_regression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from training_runs import cache, data, make_images, one_thread  # noqa: E402,F401 (fixtures)
+from tiny_search import BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder  # noqa: E402,F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = dict(image_size=32, views=1, head_epochs=2, workers=0, progress=False, log=lambda _m: None, device="cpu")
-BACKBONE = [BackboneChoice("test_efficientnet", None, pretrained=False)]
-
-
-@pytest.fixture(autouse=True)
-def small_grid_in_a_temporary_folder(monkeypatch, tmp_path):
-    """One logistic-regression C instead of three (the same code paths in a third of the time);
-    the default feature cache (.cache/features) lands in the test's own folder."""
-    import emorec.fit.candidates as candidates
-
-    monkeypatch.setattr(candidates, "LOGREG_C", (0.1,))
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    """12 images per class: 80/10/10 gives every class a val and a test image."""
-    return make_images(tmp_path_factory.mktemp("fit") / "images", per_class=12)
-
-
-def leaderboard(output: Path) -> list[dict[str, str]]:
-    with open(output / "leaderboard.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_fit_chooses_by_validation_and_reads_the_test_split_only_for_the_chosen_model(photos, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ run in rungs the successive-halving pruner can stop; a large val split scores pr
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections import Counter
@@ -12,34 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from emorec.fit import BackboneChoice, fit
+from emorec.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from training_runs import make_images, one_thread  # noqa: E402,F401 (fixtures)
+from training_runs import one_thread  # noqa: E402,F401 (fixtures)
+from tiny_search import BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder  # noqa: E402,F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(image_size=32, views=1, head_epochs=2, workers=0, progress=False, log=lambda _m: None, device="cpu")
-BACKBONE = [BackboneChoice("test_efficientnet", None, pretrained=False)]
 QUICK = dict(heads=("logreg",), finetune=False, test=False, **TINY)
-
-
-@pytest.fixture(autouse=True)
-def small_grid_in_a_temporary_folder(monkeypatch, tmp_path):
-    import emorec.fit.candidates as candidates
-
-    monkeypatch.setattr(candidates, "LOGREG_C", (0.1,))
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    return make_images(tmp_path_factory.mktemp("study") / "images", per_class=12)
-
-
-def leaderboard(output: Path) -> list[dict[str, str]]:
-    with open(output / "leaderboard.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def spy_runners(monkeypatch, calls: list, fake=None, before=None):
