@@ -88,38 +88,42 @@ class VideoPrediction:
 
             raise EmorecError(f"--detect-every must be at least 1, got {self.detect_every}")
         tracker = IouTracker()
-        self._last_faces: list = []
+        faces: list = []  # the last detection's, reused until the next one (detect_every)
         smoother = TrackSmoother(self.smooth_s) if self.smooth_s > 0 else None
         labels = list(self.predictor.labels)
         k = max(1, min(self.top_k, len(labels)))
         detect_size = self.detect_size or DETECT_SIZE
         for frame in self.frames():
             self.stats.frames += 1
-            rows = self._frame_rows(frame, tracker, smoother, labels, k, detect_size)
+            if self.detector is not None and (self.stats.frames - 1) % self.detect_every == 0:
+                faces = self._detect(frame, detect_size)
+            rows = self._frame_rows(frame, faces, tracker, smoother, labels, k)
             for row in rows:
                 self.stats.rows += 1
                 yield row
             if on_frame:
                 on_frame(frame, rows)
             frame.image = None  # the frame is done: nothing keeps it alive
-        self.stats.tracks = tracker._next - 1
+        self.stats.tracks = tracker.started
 
-    def _frame_rows(self, frame: Frame, tracker, smoother, labels, k, detect_size) -> list[FrameRow]:
+    def _detect(self, frame: Frame, detect_size: int) -> list:
+        from emorec.faces.detect import detect_faces
+
+        started = time.perf_counter()
+        faces = detect_faces(self.detector, frame.image, detect_size)
+        self.stats.detect_s += time.perf_counter() - started
+        self.stats.detected += 1
+        return faces
+
+    def _frame_rows(self, frame: Frame, faces: list, tracker, smoother, labels, k) -> list[FrameRow]:
         path = str(self.path)
         if self.detector is None:
             started = time.perf_counter()
             probs = np.asarray(self.predictor.predict_images([frame.image]))[0]
             self.stats.classify_s += time.perf_counter() - started
             return [_row(path, frame, probs, labels, k, smoother, "frame")]
-        from emorec.faces.detect import detect_faces
         from emorec.faces.predict import face_crops
 
-        if (self.stats.frames - 1) % self.detect_every == 0:
-            started = time.perf_counter()
-            self._last_faces = detect_faces(self.detector, frame.image, detect_size)
-            self.stats.detect_s += time.perf_counter() - started
-            self.stats.detected += 1
-        faces = self._last_faces
         if not faces:
             tracker.update([], frame.time_s)
             return [FrameRow(path, frame.index, frame.time_s, [(NO_FACE, float("nan"))])]

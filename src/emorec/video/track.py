@@ -43,6 +43,11 @@ class IouTracker:
     _tracks: list[_Track] = field(default_factory=list)
     _next: int = 1
 
+    @property
+    def started(self) -> int:
+        """How many tracks have been started so far."""
+        return self._next - 1
+
     def update(self, boxes: list, time_s: float) -> list[int]:
         """Track numbers (from 1) for `boxes` of the frame at `time_s`, in their order."""
         from scipy.optimize import linear_sum_assignment
