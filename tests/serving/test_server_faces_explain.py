@@ -183,3 +183,17 @@ def test_faces_without_the_detector_package_is_a_501_and_not_offered(served_run,
         assert response.status_code == 501, response.text
         assert list(response.json()) == ["error"] and "facenet" in response.json()["error"]
         assert client.post("/v1/predict", files=photo()).status_code == 200  # without faces, all is well
+
+
+def test_a_detector_that_is_installed_but_cannot_be_built_is_a_501_too(served_run, monkeypatch):
+    import emorec.faces.detect as detect
+    from emorec.errors import EmorecError
+
+    def unusable(name, device="cpu"):
+        raise EmorecError("OpenCV 5.0 ships no Haar cascade files")
+
+    monkeypatch.setattr(detect, "create_detector", unusable)
+    backend = OnnxBackend(served_run / "export" / "model.onnx", threads=1)
+    with TestClient(create_app(ServeSettings(model=str(backend.path)), backend), raise_server_exceptions=False) as client:
+        response = client.post("/v1/predict?faces=true", files=photo())
+    assert response.status_code == 501 and "no Haar cascade" in response.json()["error"]

@@ -110,11 +110,13 @@ async def predict_with_faces(state, name: str, data: bytes, k: int) -> dict:
 
     settings, backend = state.settings, state.backend
     loop = asyncio.get_running_loop()
-    detector = state.detector()
+    # Built on first use (MTCNN loads its weights): on the face thread, not in the event loop.
+    detector = await loop.run_in_executor(state.face_pool, state.detector)
     async with state.face_slots:
         decoded = await loop.run_in_executor(state.decode_pool, decode_upload, data, name, settings.max_pixels,
                                              max(backend.min_size or 0, settings.face_detect_size))
-        image = decoded.image
+        image, scale = decoded.image, decoded.scale
+        del decoded  # the image must go with the slot: nothing else may keep it
         faces = await loop.run_in_executor(state.face_pool, detect_faces, detector, image, settings.face_detect_size)
 
         def prepare_all():
@@ -123,7 +125,7 @@ async def predict_with_faces(state, name: str, data: bytes, k: int) -> dict:
         arrays = await loop.run_in_executor(state.decode_pool, prepare_all)
         del image
     probs = await state.batcher.submit(arrays)
-    found = face_results(faces, probs[1:], backend.labels, k, decoded.scale)
+    found = face_results(faces, probs[1:], backend.labels, k, scale)
     return {"filename": name, "top_k": top_k(probs[0], backend.labels, k), "faces": [face_json(f) for f in found]}
 
 

@@ -40,6 +40,7 @@ from emorec.serving.guard import GuardMiddleware, install_error_handlers
 from emorec.serving.routes import build_routes, module_available
 from emorec.serving.server_metrics import ServerMetrics
 from emorec.serving.settings import API_KEY_ENV, ServeSettings, check_settings
+from emorec.serving.uploads import UploadError
 
 log = logging.getLogger("emorec.serve")
 
@@ -88,7 +89,11 @@ class ServerState:
             if self._detector is None:
                 from emorec.faces.detect import create_detector
 
-                self._detector = create_detector(self.settings.face_detector, self.settings.device)
+                try:
+                    self._detector = create_detector(self.settings.face_detector, self.settings.device)
+                except EmorecError as e:  # installed but unusable (e.g. an OpenCV without cascades): 501 too
+                    raise UploadError(501, f"face detection is not available on this server ({e}); "
+                                           "predict without faces=true") from None
             return self._detector
 
     def shut_down_pools(self) -> None:
