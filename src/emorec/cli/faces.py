@@ -9,13 +9,10 @@ from emorec.cli.predict import print_skipped
 
 def run_predict_faces(args, predictor, paths, failures, device: str) -> int:
     from emorec.data.inputs import Failure
-    from emorec.errors import EmorecError
     from emorec.faces.annotate import AnnotationWriter
     from emorec.faces.detect import create_detector
     from emorec.faces.predict import FacePredictionWriter, format_faces, predict_face_paths
 
-    if not 0.0 <= args.margin <= 2.0:
-        raise EmorecError(f"--margin must be between 0 and 2 (a share of the face box's side), got {args.margin}")
     detector = create_detector(args.detector, device)
     writer = FacePredictionWriter(args.output, args.top_k) if args.output else None
     annotations = AnnotationWriter(args.annotate, predictor.labels) if args.annotate else None

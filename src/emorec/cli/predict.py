@@ -56,7 +56,7 @@ def print_skipped(failures) -> None:
 def run_predict(args) -> int:
     from pathlib import Path
 
-    from emorec.data.inputs import Failure, collect_inputs
+    from emorec.data.inputs import Failure, collect_inputs, is_video
     from emorec.errors import EmorecError
     from emorec.prediction_rows import PredictionWriter, format_prediction
     from emorec.serving.predict import open_predictor, predict_paths
@@ -67,13 +67,13 @@ def run_predict(args) -> int:
         raise EmorecError(f"--output {args.output} must end in .csv or .jsonl")
     if args.annotate and not args.faces:
         raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
+    if not 0.0 <= args.margin <= 2.0:
+        raise EmorecError(f"--margin must be between 0 and 2 (a share of the face box's side), got {args.margin}")
     paths, failures = collect_inputs(args.inputs)
     if not paths and not failures:
         raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
     predictor = open_predictor(args.model, args.device, int8=not args.fp32)
     print(f"model: {predictor.description}", file=sys.stderr)
-    from emorec.data.inputs import is_video
-
     if any(is_video(p) for p in paths):
         from emorec.cli.video import run_predict_video
 

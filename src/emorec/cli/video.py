@@ -17,8 +17,6 @@ def run_predict_video(args, predictor, paths, failures, device: str) -> int:
     from emorec.video.annotate import VideoAnnotator
     from emorec.video.predict import FrameRowWriter, VideoPrediction, format_row
 
-    if args.annotate and not args.faces:
-        raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
     if args.smooth < 0:
         raise EmorecError(f"--smooth must be >= 0 seconds, got {args.smooth}")
     detector = None

@@ -119,10 +119,10 @@ async def predict_with_faces(state, name: str, data: bytes, k: int) -> dict:
         del decoded  # the image must go with the slot: nothing else may keep it
         faces = await loop.run_in_executor(state.face_pool, detect_faces, detector, image, settings.face_detect_size)
 
-        def prepare_all():
-            return np.stack([backend.prepare(im) for im in [image, *face_crops(image, faces)]])
+        def prepare_all(photo):
+            return np.stack([backend.prepare(im) for im in [photo, *face_crops(photo, faces)]])
 
-        arrays = await loop.run_in_executor(state.decode_pool, prepare_all)
+        arrays = await loop.run_in_executor(state.decode_pool, prepare_all, image)
         del image
     probs = await state.batcher.submit(arrays)
     found = face_results(faces, probs[1:], backend.labels, k, scale)
