@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/datasets/emotion6
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Without ../shared (and no DATA= given) the demo runs the built-in models on sample photos;
+# a DATA= that does not exist is an error, never a quiet switch to something else.
 demo: $(STAMP)
+ifeq ($(origin DATA),file)
+	@if [ -e "$(DATA)" ]; then $(BIN)/emorec demo --data "$(DATA)"; else \
+	  echo "$(DATA) not found: running the built-in models on sample photos (DATA=PATH trains on your data)"; \
+	  $(BIN)/emorec demo --builtin; fi
+else
 	$(BIN)/emorec demo --data "$(DATA)"
+endif
+
+# Re-create the built-in models from ../shared with their cards' commands (hours on a CPU; resumable).
+models: $(STAMP)
+	$(BIN)/emorec models build faces
+	$(BIN)/emorec models build photos
 
 test: $(STAMP)
 	# one BLAS thread per process: two xdist workers on 2 cores, more threads only thrash

@@ -15,21 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emorec.data.check import check_dataset
-from emorec.data.manifest import Manifest, Sample, read_manifest
+from emorec.data.leakage import samples_without_copies
+from emorec.data.manifest import Manifest, read_manifest
 
 SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fer2013"
-
-
-def uncopied_val(manifest: Manifest, near: bool = False, workers: int = 2) -> tuple[list[Sample], int]:
-    """(val samples without a copy in train, how many were dropped)."""
-    report = check_dataset(manifest, workers=workers, near_duplicates=near)
-    copied = set()
-    for group in report.groups:
-        if (group.exact or near) and {"train", "val"} <= set(group.splits):
-            copied |= {i for i in group.members if manifest.samples[i].split == "val"}
-    kept = [s for i, s in enumerate(manifest.samples) if s.split == "val" and i not in copied]
-    return kept, len(copied)
 
 
 def main() -> None:
@@ -40,7 +29,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     manifest = read_manifest(args.data)
-    kept, dropped = uncopied_val(manifest, args.near, args.workers)
+    kept, dropped = samples_without_copies(manifest, "val", "train", args.near, args.workers)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Manifest(kept, manifest.source).to_csv(args.output)
     print(f"{args.output}: {len(kept)} val images, {dropped} dropped for a{' near or' if args.near else 'n'} "

@@ -17,7 +17,7 @@ LAYERS = [
     ("emorec", "emorec.errors", "emorec.config", "emorec.devices", "emorec.inference", "emorec.prediction_rows"),
     ("emorec.data",),
     ("emorec.models",),
-    ("emorec.checkpoint",),
+    ("emorec.checkpoint", "emorec.zoo"),  # built-in model names resolve below everything that loads a run
     ("emorec.run_model",),
     ("emorec.features",),
     ("emorec.training",),
@@ -25,7 +25,8 @@ LAYERS = [
     ("emorec.evaluation",),
     ("emorec.serving", "emorec.video"),  # photos and videos in, predictions out
     ("emorec.fit",),
-    ("emorec.api",),
+    # building a built-in model runs train and fit; scoring it runs predict's code path
+    ("emorec.api", "emorec.zoo.build", "emorec.zoo.scoring", "emorec.zoo.demo"),
     ("emorec.cli", "emorec.__main__"),
 ]
 

@@ -35,14 +35,15 @@ class LoadedModel:
 
 
 def load_run_model(path: str | Path, device="cpu") -> LoadedModel:
-    """Rebuild the model of a run directory (its best checkpoint, else the last) or of a
-    checkpoint file, in eval mode on `device` (a name or `torch.device`)."""
+    """Rebuild the model of a run directory (its best checkpoint, else the last), of a checkpoint
+    file or of a built-in model's name, in eval mode on `device` (a name or `torch.device`)."""
     from emorec.checkpoint import load_checkpoint
     from emorec.data.labels import LabelMap
     from emorec.data.transforms import build_eval_transform
     from emorec.models.classifier import build_model
+    from emorec.zoo.registry import resolve_model
 
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = load_checkpoint(resolve_model(path), map_location="cpu")
     checkpoint_path = Path(ckpt["loaded_from"])
     cfg = config_from_dict(ckpt["config"])
     label_map = LabelMap(list(ckpt["label_map"]))

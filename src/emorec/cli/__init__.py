@@ -14,7 +14,7 @@ from emorec import __version__
 from emorec.errors import EmorecError
 
 # Sub-command modules, in the order they appear in `emorec --help`.
-_COMMAND_MODULES = ("data", "train", "fit", "evaluate", "predict", "export", "explain", "serve", "features")
+_COMMAND_MODULES = ("data", "train", "fit", "evaluate", "predict", "export", "explain", "serve", "features", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,11 +11,15 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a trained run on its test split or another dataset; write report.md, metrics.json and pictures",
-        description="Evaluate the best checkpoint of RUN_DIR. Results go to RUN_DIR/eval/<split or data name>/.",
+        description="Evaluate the best checkpoint of RUN_DIR. Results go to RUN_DIR/eval/<split or data name>/ "
+                    "(runs/NAME/eval/... for a built-in model).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `emorec train`")
-    p.add_argument("--split", default="test", help="split of the run's manifest.csv to evaluate (default: test)")
-    p.add_argument("--data", metavar="SOURCE", help="evaluate on all of another dataset (folder or CSV) instead; labels are matched by name")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `emorec train`, or a built-in model's name "
+                                                     "(`emorec models`)")
+    p.add_argument("--split", default=None, help="split of the run's manifest.csv to evaluate (default: test); with --data, "
+                                                 "only that split of the data's split column")
+    p.add_argument("--data", metavar="SOURCE", help="evaluate on another dataset (folder or CSV) instead, all of it unless --split "
+                                                    "is given; labels are matched by name")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="also report test-time augmentation, in the run's eval.tta_mode (default: the run's eval.tta)")
     p.add_argument("--tta-mode", choices=TTA_MODES,

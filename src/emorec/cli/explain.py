@@ -9,7 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "explain",
         help="draw Grad-CAM heat maps: which regions of each image made the model choose its class",
-        description="MODEL: run directory or .pt checkpoint (ONNX models cannot be explained). INPUT: image files, "
+        description="MODEL: run directory, .pt checkpoint or a built-in model's name (ONNX models cannot be explained). INPUT: image files, "
                     "folders (recursive) or CSV manifests with a 'path' column. Writes DIR/<image>_<class>.png "
                     "(overlay at the image's size) and DIR/explanations.png (a grid of image and overlay pairs).",
     )

@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a model over HTTP: JSON API, web page, metrics",
-        description="MODEL: exported .onnx file, run directory or .pt checkpoint. The default backend is ONNX Runtime "
+        description="MODEL: exported .onnx file, run directory, .pt checkpoint or a built-in model's name (`emorec models`). The default backend is ONNX Runtime "
                     "(no torch); a run directory without RUN_DIR/export/model.onnx is exported first. "
                     "Page at /, API docs at /docs, Prometheus metrics at /metrics.",
     )

@@ -28,10 +28,17 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="SOURCE", help="dataset folder or CSV (overrides data.source)")
     p.set_defaults(func=run_check)
 
-    p = sub.add_parser("demo", help="a short run of configs/demo.yaml on a real dataset",
-                       description="5 epochs of tf_efficientnet_lite0 from the weights in ../shared; prints "
-                                   "validation accuracy, macro-F1 and the run directory.")
+    p = sub.add_parser("demo", help="a short run of configs/demo.yaml on a real dataset, or --builtin: the built-in "
+                                    "models on sample photos",
+                       description="With --data: a short training run of the recipe that suits the data (tf_efficientnet_lite0 "
+                                   "from the weights in ../shared); prints validation accuracy, macro-F1 and the run "
+                                   "directory. With --builtin: no data needed; the built-in models label the faces and "
+                                   "the whole photos of the sample photos scikit-image and matplotlib ship, with Grad-CAM "
+                                   "overlays (OUTPUT/demo.png, OUTPUT/report.md).")
     p.add_argument("--data", metavar="SOURCE", help="dataset folder or CSV, e.g. ../shared/datasets/emotion6")
+    p.add_argument("--builtin", action="store_true", help="run the built-in models on the sample photos instead of training")
+    p.add_argument("--output", default="runs/demo-builtin", help="with --builtin: where demo.png and report.md go "
+                                                                 "(default runs/demo-builtin)")
     _add_config_args(p, "demo config (default: configs/demo.yaml of the repository)")
     p.set_defaults(func=run_demo)
 
@@ -101,6 +108,18 @@ def run_check(args) -> int:
 def run_demo(args) -> int:
     from emorec.api import demo
 
+    if args.builtin:
+        from emorec.errors import EmorecError
+        from emorec.zoo.demo import run_builtin_demo
+
+        if args.data:
+            raise EmorecError("--builtin runs the shipped models on sample photos; drop --data (or drop --builtin to train)")
+        shown = run_builtin_demo(args.output)
+        for photo in shown.photos:
+            faces = ", ".join(f["top_k"][0]["label"] for f in photo.faces) or "no face"
+            print(f"{photo.path.name:<18} faces: {faces:<24} photo: {photo.emotions[0][0]} {photo.emotions[0][1]:.0%}")
+        print(f"picture {shown.picture}\nreport  {shown.report}\ntime    {shown.seconds:.1f} s")
+        return 0
     result = demo(args.data, args.overrides, args.config)
     if result.is_main:
         _print_result(result)

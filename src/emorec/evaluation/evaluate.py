@@ -39,6 +39,7 @@ def _select_samples(run_dir: Path, split: str, data: str | None, label_names: li
     from emorec.data.manifest import CSV_NAMES, read_manifest
 
     if data is None:
+        split = split or "test"
         manifest_path = run_dir / "manifest.csv"
         if not manifest_path.is_file():
             raise EmorecError(f"{manifest_path} not found; evaluate a run directory written by `emorec train`, or pass --data SOURCE")
@@ -47,6 +48,11 @@ def _select_samples(run_dir: Path, split: str, data: str | None, label_names: li
             raise EmorecError(f"split '{split}' is not in {manifest_path} (it has: {', '.join(sorted(map(str, manifest.splits())))}); pass --split with one of those")
         return manifest.subset(split).samples, split, f"split '{split}' of the run's manifest.csv"
     manifest = read_manifest(str(data))
+    if split is not None:
+        if split not in manifest.splits():
+            raise EmorecError(f"split '{split}' is not in {data} (it has: {', '.join(sorted(map(str, manifest.splits())))}); "
+                              "drop --split to evaluate all of it, or pass one of those")
+        manifest = manifest.subset(split)
     known = set(label_names)
     unknown = sorted({s.label for s in manifest.samples} - known)
     if unknown:
@@ -57,6 +63,8 @@ def _select_samples(run_dir: Path, split: str, data: str | None, label_names: li
     source = Path(str(data)).resolve()
     # A generic CSV name (labels.csv, manifest.csv) says less than the dataset folder it sits in.
     name = (source.parent.name if source.name in CSV_NAMES else source.stem) if source.is_file() else source.name
+    if split is not None:
+        return manifest.samples, f"{name}-{split}", f"split '{split}' of {data} ({len(manifest.samples)} images)"
     return manifest.samples, name, f"all {len(manifest.samples)} images of {data}"
 
 
@@ -118,7 +126,7 @@ def _mistakes(samples, indices, probs, targets, names, count: int) -> list[dict]
 
 def evaluate_run(
     run_dir: str | Path,
-    split: str = "test",
+    split: str | None = None,
     data: str | None = None,
     tta: bool | str | None = None,
     output: str | Path | None = None,
@@ -127,7 +135,11 @@ def evaluate_run(
     num_workers: int | None = None,
     faces: str | None = None,
 ) -> EvalResult:
-    """Evaluate the best checkpoint of `run_dir`; write metrics.json, report.md and PNGs.
+    """Evaluate the best checkpoint of `run_dir` (a run, checkpoint or built-in model's name); write
+    metrics.json, report.md and PNGs.
+
+    Images: `split` of the run's manifest.csv (default "test"), or with `data` all of that dataset,
+    or only its `split` when one is given (a CSV with a split column, e.g. FER-2013's val).
 
     `tta=None` follows the run's `eval.tta` and `eval.tta_mode`, True turns TTA on in the run's
     mode, a mode name ("views", "ten-crop") picks one; with TTA on, results with and without it are
@@ -147,7 +159,9 @@ def evaluate_run(
     from emorec.models.classifier import parameter_summary
     from emorec.run_model import load_run_model
 
-    run_dir = Path(run_dir)
+    from emorec.zoo.registry import builtin_of, resolve_model
+
+    run_dir = resolve_model(run_dir)
     device = resolve_device(device)
     loaded = load_run_model(run_dir, device)
     cfg, names = loaded.cfg, list(loaded.label_map.names)
@@ -156,7 +170,10 @@ def evaluate_run(
     samples, name, description = _select_samples(run_dir, split, data, names)
     if not samples:
         raise EmorecError(f"no images to evaluate in {description}; check the split or --data source")
-    output_dir = Path(output) if output else run_dir / "eval" / name
+    builtin = builtin_of(run_dir)
+    # The installed package may be read-only: a built-in model's reports go where runs go.
+    home = Path("runs") / builtin.name if builtin else run_dir
+    output_dir = Path(output) if output else home / "eval" / name
 
     preprocessing = Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
     decode_size, crop_size = max(preprocessing.resize), preprocessing.input_size

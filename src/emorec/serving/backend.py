@@ -94,7 +94,13 @@ class TorchBackend:
 
 
 def export_dir_of(path: Path) -> Path:
-    """RUN_DIR/export for a run directory or one of its checkpoints."""
+    """RUN_DIR/export for a run directory or one of its checkpoints; for a built-in model a folder
+    in the user's cache, since the installed package may be read-only."""
+    from emorec.zoo.registry import builtin_of, derived_dir
+
+    path = Path(path)
+    if (builtin := builtin_of(path)) is not None:
+        return derived_dir(builtin) / "export"
     home = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return home / "export"
 
@@ -104,8 +110,13 @@ def int8_model_of(model: str | Path) -> Path | None:
     --quantize int8` writes it only after it agreed with the fp32 model on the val split."""
     from emorec.serving.quantize import INT8_FILE_NAME
 
+    from emorec.zoo.registry import resolve_model
+
     path = Path(model)
-    if path.suffix.lower() == ".onnx" or not path.exists():
+    if path.suffix.lower() == ".onnx":
+        return None
+    path = resolve_model(path)
+    if not path.exists():
         return None
     candidate = export_dir_of(path) / INT8_FILE_NAME
     return candidate if candidate.is_file() else None
@@ -123,8 +134,12 @@ def onnx_path_for(model: str | Path, export_missing: bool = True, int8: bool = T
         if not path.is_file():
             raise EmorecError(f"ONNX model not found: {path}; export one with `emorec export RUN_DIR`")
         return path
+    from emorec.zoo.registry import resolve_model
+
+    path = resolve_model(path)
     if not path.exists():
-        raise EmorecError(f"model not found: {path}; pass a run directory, a .pt checkpoint or an exported .onnx file")
+        raise EmorecError(f"model not found: {path}; pass a run directory, a .pt checkpoint, an exported .onnx file or "
+                          "a built-in model's name (`emorec models`)")
     if int8 and (quantized := int8_model_of(path)) is not None:
         return quantized
     exported = export_dir_of(path) / "model.onnx"

@@ -207,7 +207,8 @@ EXPORTERS = {"onnx": ("ONNX", export_onnx), "torchscript": ("TorchScript", expor
 def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output_dir: str | Path | None = None,
                tolerance: float = PARITY_TOLERANCE, preprocess_tolerance: float = PREPROCESS_TOLERANCE,
                quantize: str | None = None) -> list[ExportResult]:
-    """Export a run (or checkpoint) to each of `formats` under `output_dir` (default RUN_DIR/export).
+    """Export a run, checkpoint or built-in model to each of `formats` under `output_dir` (default
+    RUN_DIR/export; for a built-in model a folder in the user's cache, `serving.backend.export_dir_of`).
 
     All or nothing: the files appear (with model.json) only when every format passed its checks.
     `quantize="int8"` then adds model.int8.onnx (`serving.quantize`), written only when it agrees
@@ -222,11 +223,14 @@ def export_run(run_dir: str | Path, formats: tuple[str, ...] = ("onnx",), output
         raise EmorecError(f"unknown --quantize {quantize}; the one choice is int8")
     if quantize and "onnx" not in formats:
         raise EmorecError("--quantize int8 quantizes the ONNX model: add --format onnx (or all)")
-    run_dir = Path(run_dir)
+    from emorec.serving.backend import export_dir_of
+    from emorec.zoo.registry import resolve_model
+
+    run_dir = resolve_model(run_dir)
     loaded = load_run_model(run_dir, "cpu")
     checkpoint_dir = loaded.checkpoint_path.resolve().parent
     home = run_dir if run_dir.is_dir() else checkpoint_dir.parent if checkpoint_dir.name == "checkpoints" else checkpoint_dir
-    output_dir = Path(output_dir) if output_dir else home / "export"
+    output_dir = Path(output_dir) if output_dir else export_dir_of(run_dir)
     preprocessing = Preprocessing.from_transform(loaded.transform, loaded.mean, loaded.std)
     batch, described, preprocess_diff = parity_batch(loaded, home, preprocessing)
     if not preprocess_diff <= preprocess_tolerance:
