@@ -18,11 +18,15 @@ import time
 from emorec.errors import EmorecError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
-# Safety factors of the estimates: forward passes measured on random input miss JPEG decoding and
-# the loader; a training step is about three forward passes.
+# Safety factors of the estimates: forward passes measured on random input miss the loader; a
+# training step is about three forward passes.
 OVERHEAD = 1.3
 TRAIN_STEP_FORWARDS = 3.0
+# Decoding is measured on the data's own files (`decode_seconds`); this is the figure for a
+# search with no readable sample. A flat 10 ms made FER-2013's extraction estimate 2-3x too
+# long: its 48 px JPEGs decode in well under a millisecond.
 DECODE_S = 0.01
+DECODE_SAMPLE = 24
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -100,8 +104,9 @@ class Estimates:
     each backbone's forward time per image, measured once per backbone. Extraction estimates are
     corrected by what the last extraction actually took."""
 
-    def __init__(self, counts: dict[str, int], image_size: int, views: int, device):
+    def __init__(self, counts: dict[str, int], image_size: int, views: int, device, decode_s: float = DECODE_S):
         self.counts, self.image_size, self.views, self.device = counts, image_size, views, device
+        self.decode_s = decode_s  # seconds to decode and resize one image of the data
         self.per_image: dict[str, float] = {}
         self.calibration = 1.0  # actual / estimated extraction time, from the last extraction
 
@@ -112,7 +117,7 @@ class Estimates:
 
     def test_pass(self, name: str) -> float:
         """The final test pass: model build, the test images through two TTA views, report."""
-        return 15.0 + OVERHEAD * self.counts["test"] * (2 * self.seconds_per_image(name) + DECODE_S)
+        return 15.0 + OVERHEAD * self.counts["test"] * (2 * self.seconds_per_image(name) + self.decode_s)
 
     def extraction(self, name: str) -> float:
         """One multi-level extraction of `name` over train (centre, mirror and the augmented views)
@@ -120,7 +125,7 @@ class Estimates:
         forwards = self.counts["train"] * (2 + self.views) + self.counts["val"] * 2
         images = self.counts["train"] + self.counts["val"]
         return 10.0 + self.calibration * OVERHEAD * (forwards * self.seconds_per_image(name)
-                                                     + images * (1 + self.views) * DECODE_S)
+                                                     + images * (1 + self.views) * self.decode_s)
 
     def calibrate(self, estimated: float, actual: float) -> None:
         """Scale later extraction estimates by how far off `estimated` was (a factor kept in 0.5-3)."""
@@ -129,8 +134,8 @@ class Estimates:
     def finetune_epoch(self, name: str) -> float:
         """One epoch of training `name` on the train images, validating on the val images."""
         spi = self.seconds_per_image(name)
-        return OVERHEAD * (self.counts["train"] * (TRAIN_STEP_FORWARDS * spi + DECODE_S)
-                           + self.counts["val"] * (spi + DECODE_S))
+        return OVERHEAD * (self.counts["train"] * (TRAIN_STEP_FORWARDS * spi + self.decode_s)
+                           + self.counts["val"] * (spi + self.decode_s))
 
 
 def seconds_per_image(backbone_name: str, image_size: int, device, repeats: int = 3, batch: int = 8) -> float:
@@ -150,3 +155,20 @@ def seconds_per_image(backbone_name: str, image_size: int, device, repeats: int 
             model.forward_features(x)
             times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2] / batch
+
+
+def decode_seconds(paths: list[str], image_size: int, sample: int = DECODE_SAMPLE) -> float:
+    """Median seconds to decode one of `paths` (an evenly spread sample of them) and resize it to
+    `image_size`, as the loader does; DECODE_S when none of the sample can be read."""
+    from emorec.data.imageio import load_rgb
+
+    step = max(1, len(paths) // sample)
+    times = []
+    for path in paths[::step][:sample]:
+        t = time.perf_counter()
+        try:
+            load_rgb(path, min_size=image_size).resize((image_size, image_size))
+        except EmorecError:
+            continue
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] if times else DECODE_S

@@ -51,6 +51,7 @@ from emorec.fit.budget import (
     OutOfBudget,
     budget_for,
     budget_text,
+    decode_seconds,
     duration_text,
     parse_duration,
 )
@@ -251,7 +252,9 @@ class _Search:
                 self.log(note)
             self.workspace.folds = self.folds
         self.state["folds"] = self.folds
-        self.estimates = Estimates(self.counts, self.image_size, self.views, self.device)
+        train_paths = [s.path for s in self.manifest.samples if s.split == "train"]
+        self.estimates = Estimates(self.counts, self.image_size, self.views, self.device,
+                                   decode_seconds(train_paths, self.image_size))
         self.test_reserve = self.estimates.test_pass(choices[0].name) if test and self.counts.get("test") else 0.0
         self.board.margin = one_standard_error(self.counts["val"])
         for row in self.board.rows:  # a resumed search's estimates start from what earlier runs measured
