@@ -48,6 +48,26 @@ def _csv_paths(csv_path: Path) -> list[Path]:
     return paths
 
 
+def read_input_list(list_file: str | Path) -> list[Path]:
+    """The images a list file names: a CSV with a 'path' column, or text with one path per line
+    (blank lines and lines starting with # are skipped); relative paths are relative to the list's
+    folder. Entries are taken as image files, not looked at: a job over millions of images reads
+    one file instead of walking a tree on every rank, and a missing image is skipped when it is
+    decoded, like any other unreadable one."""
+    path = Path(list_file)
+    fix = "pass a text file with one image path per line, or a CSV with a 'path' column"
+    if not path.is_file():
+        raise EmorecError(f"input list {path} not found; {fix}")
+    if path.suffix.lower() == ".csv":
+        return _csv_paths(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise EmorecError(f"input list {path} is not UTF-8 text; {fix}") from None
+    entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [p if p.is_absolute() else path.parent / p for p in entries]
+
+
 def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Failure]]:
     """Expand files, folders (recursive, image extensions) and CSV manifests into image paths.
 
