@@ -12,10 +12,15 @@ def register(sub) -> None:
         "predict",
         help="predict emotions for images and videos with a run directory, checkpoint or exported .onnx model",
         description="MODEL: run directory, .pt checkpoint or .onnx file. INPUT: image or video files, folders (recursive) "
-                    "or CSV manifests with a 'path' column.",
+                    "or CSV manifests with a 'path' column. Under torchrun (`torchrun --nproc-per-node N -m emorec "
+                    "predict ... --output FILE`) each rank predicts every N-th image into FILE.parts/ and rank 0 "
+                    "merges them into FILE in input order; the same command started again after a kill resumes.",
     )
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("inputs", metavar="INPUT", nargs="+")
+    p.add_argument("inputs", metavar="INPUT", nargs="*")
+    p.add_argument("--inputs-from", metavar="FILE",
+                   help="also predict the images listed in FILE: one path per line, or a CSV with a 'path' column "
+                        "(relative paths are relative to FILE's folder); no folder is walked")
     p.add_argument("--output", metavar="FILE", help="write FILE.csv or FILE.jsonl instead of printing")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
     p.add_argument("--tta", action="store_true",
@@ -54,12 +59,14 @@ def print_skipped(failures) -> None:
 
 
 def run_predict(args) -> int:
+    import os
     from pathlib import Path
 
-    from emorec.data.inputs import Failure, collect_inputs, is_video
+    from emorec.data.inputs import Failure, collect_inputs, is_video, read_input_list
     from emorec.errors import EmorecError
     from emorec.prediction_rows import PredictionWriter, format_prediction
     from emorec.serving.predict import open_predictor, predict_paths
+    from emorec.shards import torchrun_world_size
 
     if args.top_k < 1:
         raise EmorecError(f"--top-k must be at least 1, got {args.top_k}")
@@ -69,9 +76,16 @@ def run_predict(args) -> int:
         raise EmorecError("--annotate draws face boxes: add --faces (and a face-trained model)")
     if not 0.0 <= args.margin <= 2.0:
         raise EmorecError(f"--margin must be between 0 and 2 (a share of the face box's side), got {args.margin}")
+    if not args.inputs and not args.inputs_from:
+        raise EmorecError("no inputs: pass image files, folders or CSVs, or --inputs-from FILE")
     paths, failures = collect_inputs(args.inputs)
+    if args.inputs_from:
+        paths += read_input_list(args.inputs_from)
     if not paths and not failures:
-        raise EmorecError(f"no images found in {' '.join(args.inputs)}; pass image files, folders or a CSV with a 'path' column")
+        named = " ".join([*args.inputs, *([args.inputs_from] if args.inputs_from else [])])
+        raise EmorecError(f"no images found in {named}; pass image files, folders or a CSV with a 'path' column")
+    if (world := torchrun_world_size(os.environ)) > 1:
+        return run_predict_ranks(args, paths, failures, world)
     predictor = open_predictor(args.model, args.device, int8=not args.fp32)
     print(f"model: {predictor.description}", file=sys.stderr)
     if any(is_video(p) for p in paths):
@@ -102,3 +116,44 @@ def run_predict(args) -> int:
     where = f" to {args.output}" if args.output else ""
     print(f"predicted {written} images{where}; skipped {len(failures)} unreadable", file=sys.stderr)
     return 0 if written else 2
+
+
+def run_predict_ranks(args, paths, failures, world: int) -> int:
+    """`emorec predict` as one of `world` torchrun ranks: this rank's shard into OUTPUT.parts/,
+    rank 0 merges and reports for the whole job."""
+    from pathlib import Path
+
+    from emorec.data.inputs import is_video
+    from emorec.errors import EmorecError
+    from emorec.serving.distributed_predict import parts_folder_of, predict_sharded
+    from emorec.serving.predict import open_predictor
+    from emorec.shards import Shard, throughput_lines
+    from emorec.training.distributed import cleanup, init_distributed
+
+    # Face rows and video frames are not one record per input, which is what the parts resume by.
+    if args.faces:
+        raise EmorecError(f"--faces is not supported under torchrun ({world} ranks); run it without torchrun")
+    if video := next((p for p in paths if is_video(p)), None):
+        raise EmorecError(f"video inputs ({video}) are not supported under torchrun ({world} ranks); "
+                          "run them without torchrun")
+    if not args.output:
+        raise EmorecError(f"under torchrun ({world} ranks) predictions go to a file: add --output FILE.csv or FILE.jsonl")
+    info = init_distributed(args.device)  # cuda:LOCAL_RANK where CUDA is, NCCL there and gloo on the CPU
+    try:
+        predictor = open_predictor(args.model, str(info.device), int8=not args.fp32)
+        if info.is_main:
+            print(f"model: {predictor.description}; {world} ranks", file=sys.stderr)
+        result = predict_sharded(predictor, paths, args.output, Shard(info.rank, info.world_size),
+                                 model_id={"model": str(Path(args.model).resolve()), "fp32": args.fp32},
+                                 top_k=args.top_k, tta=args.tta_mode or args.tta, batch_size=args.batch_size)
+    finally:
+        cleanup()
+    if not info.is_main:
+        return 0
+    if result.resumed:
+        print(f"resumed: {result.resumed} rows were already in {parts_folder_of(args.output)}", file=sys.stderr)
+    print("\n".join(throughput_lines(result.speeds)), file=sys.stderr)
+    skipped = failures + result.failures
+    print_skipped(skipped)
+    print(f"predicted {result.written} images to {args.output}; skipped {len(skipped)} unreadable", file=sys.stderr)
+    return 0 if result.written else 2
