@@ -20,7 +20,10 @@ def register(sub) -> None:
             "training image and a mirrored view for all) and stores the features in a "
             "memory-mapped cache keyed by backbone, weights hash, image size, views, grid and the "
             "dataset's content; a second identical call is a cache hit. `emorec train --head-only` "
-            "with the same data, backbone, weights and image size finds it (or extracts it itself)."
+            "with the same data, backbone, weights and image size finds it (or extracts it itself). Under "
+            "torchrun (`torchrun --nproc-per-node N -m emorec features extract ...`) each rank extracts every N-th "
+            "image into the cache's parts/ folder and rank 0 assembles the same cache one process would write; "
+            "the same command started again after a kill resumes."
         ),
     )
     p.add_argument("source", help="dataset folder or CSV manifest (splits made as `emorec train` makes them)")
@@ -46,27 +49,45 @@ def register(sub) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    import os
+
     from emorec.config import load_config
     from emorec.features.extract import extract_features
+    from emorec.shards import Shard, torchrun_world_size
 
     cfg = load_config(args.config, args.overrides)
-    cache = extract_features(
-        args.source,
-        backbone=args.backbone,
-        weights=args.weights,
-        pretrained=not args.random_init,
-        image_size=args.image_size,
-        augmented_views=args.views,
-        grid=args.grid,
-        cache_dir=args.cache_dir,
-        cfg=cfg,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        dtype=args.dtype,
-        device=args.device,
-        feature_levels=args.feature_levels,
-        pooling=args.pooling,
-    )
+    device, shard = args.device, Shard()
+    if torchrun_world_size(os.environ) > 1:
+        from emorec.training.distributed import init_distributed
+
+        ranks = init_distributed(args.device)  # cuda:LOCAL_RANK where CUDA is, NCCL there and gloo on the CPU
+        device, shard = str(ranks.device), Shard(ranks.rank, ranks.world_size)
+    try:
+        cache = extract_features(
+            args.source,
+            backbone=args.backbone,
+            weights=args.weights,
+            pretrained=not args.random_init,
+            image_size=args.image_size,
+            augmented_views=args.views,
+            grid=args.grid,
+            cache_dir=args.cache_dir,
+            cfg=cfg,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            dtype=args.dtype,
+            device=device,
+            feature_levels=args.feature_levels,
+            pooling=args.pooling,
+            shard=shard,
+        )
+    finally:
+        if shard.distributed:
+            from emorec.training.distributed import cleanup
+
+            cleanup()
+    if not shard.is_main:
+        return 0
     for split in cache.splits:
         info = cache.index["splits"][split]
         print(f"  {split:<6} {info['count']:>7} images  {len(info['views'])} views  {info['skipped']} skipped")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from emorec.features.cache import (
     file_sha256,
     manifest_fingerprint,
 )
+from emorec.features.parts import ArraySink, PartSink, merge_part, record_dtype
+from emorec.shards import Shard, barrier, gather, throughput_lines
 
 SPLIT_ORDER = ("train", "val", "test")
 # A time-limited extraction stops early once its pace says it would end this far past the limit,
@@ -58,18 +61,28 @@ def split_views(split: str, augmented_views: int) -> list[str]:
     return views
 
 
+def view_seed(seed: int, split: str, row: int) -> int:
+    """The seed of one image's augmented views: a function of the image's place in the cache only,
+    so the draws do not depend on the loader's workers or on how torchrun ranks share the rows."""
+    digest = hashlib.sha256(f"{seed}/{split}/{row}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 class _ViewDataset:
     """Decodes each image once and returns its views: (V_decoded, 3, H, W), label, row.
 
     `min_size` is the draft-decode floor for JPEGs: the eval transform's resize size, so the
-    Resize that follows never upsamples a too-small draft.
+    Resize that follows never upsamples a too-small draft. `seeds`: each image's `view_seed`
+    (needed with augmented views).
     """
 
-    def __init__(self, paths, labels, eval_transform, train_transform, augmented_views: int, min_size: int):
+    def __init__(self, paths, labels, eval_transform, train_transform, augmented_views: int, min_size: int,
+                 seeds=None):
         self.paths, self.labels = paths, labels
         self.eval_transform, self.train_transform = eval_transform, train_transform
         self.augmented_views = augmented_views
         self.min_size = min_size
+        self.seeds = seeds
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,7 +94,12 @@ class _ViewDataset:
         if isinstance(image, Failure):
             return None  # counted as skipped by the caller
         views = [self.eval_transform(image)]
-        views += [self.train_transform(image) for _ in range(self.augmented_views)]
+        if self.augmented_views:
+            # The torchvision transforms draw from torch's global generator: seeded for this image
+            # alone, and put back afterwards (a loader without workers shares the caller's).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seeds[i])
+                views += [self.train_transform(image) for _ in range(self.augmented_views)]
         return torch.stack(views), self.labels[i], i
 
 
@@ -129,6 +147,7 @@ def extract_features(
     feature_levels: str = "last",
     pooling: str = "avg",
     time_limit_s: float | None = None,
+    shard: Shard | None = None,
 ) -> FeatureCache:
     """Extract (or find in the cache) features of every split of `source`.
 
@@ -138,8 +157,17 @@ def extract_features(
     holds (`model.feature_levels`, `model.pooling`). `time_limit_s` (from the call on, model
     build included): raise `ExtractionDeadline`, leaving no valid cache, once the extraction is
     past it or, at the pace so far, would end past it.
+
+    `shard`: this process's rank among torchrun's (`emorec features extract` under torchrun).
+    Each rank extracts every world_size-th image of each split into its part under
+    `<cache>/parts/` (resumed when a killed run is started again), rank 0 assembles the cache one
+    process would have written, and every rank returns it. Only rank 0 logs and shows progress.
     """
     import torch
+
+    shard = shard or Shard()
+    if not shard.is_main:
+        log, progress = (lambda _: None), False
 
     called = time.perf_counter()
 
@@ -215,9 +243,10 @@ def extract_features(
         # Views are always augmented per image (PIL); augment.backend only says where training runs it.
         spec["augment"] = {k: v for k, v in dataclasses.asdict(cfg.augment).items() if k != "backend"}
         spec["seed"] = cfg.train.seed
-        # Draws seeded after the model is built (version 2), so they do not depend on how much
-        # randomness the model's initialisation used: every levels / pooling draws the same views.
-        spec["augment_draws"] = 2
+        # Draws seeded per image from (seed, split, row) (version 3): every levels / pooling draws the
+        # same views, and so do any number of loader workers or torchrun ranks. Version 2 drew them
+        # in one sequence, whose values depended on the loader's workers.
+        spec["augment_draws"] = 3
     key = cache_key(spec)
     root = Path(cache_dir) / key
     if (root / INDEX_NAME).is_file():
@@ -232,7 +261,13 @@ def extract_features(
     map_channels = infer(model.forward_features, probe, run_on).shape[1]
     levels = level_channels(model.backbone) if feature_levels == "all" else [map_channels]
 
-    writer = CacheWriter(root, key, spec, label_map.names)
+    if shard.distributed:
+        from emorec.part_files import PartsFolder
+
+        parts = PartsFolder(root / "parts", {"key": key, "world_size": shard.world_size}, shard)
+        parts.claim()
+    else:
+        writer = CacheWriter(root, key, spec, label_map.names)
     split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
     started = time.perf_counter()
     forwards = 0
@@ -247,8 +282,9 @@ def extract_features(
         maps = model.forward_levels(x)
         return pool_levels(maps, pooling), maps[-1].float()
 
-    total_forwards = sum(len(split_views(r[2], augmented_views)) for r in rows)
+    total_forwards = sum(len(split_views(r[2], augmented_views)) for r in rows) // shard.world_size
     batches = 0
+    images = 0  # extracted by this process (readable or not): its throughput
 
     def check_deadline() -> None:
         now = time.perf_counter()
@@ -259,44 +295,65 @@ def extract_features(
                 f"extraction stopped after {now - called:.0f} s, {forwards} of {total_forwards} forward passes done: "
                 f"all of it needs ~{needed:.0f} s here, more than the {time_limit_s:.0f} s allowed", needed)
 
-    torch.manual_seed(cfg.train.seed)  # the augmented views' draws; see spec["augment_draws"]
     for split in split_names:
         split_rows = [r for r in rows if r[2] == split]
         paths = [r[0] for r in split_rows]
         labels = label_map.encode([r[1] for r in split_rows])
         views = split_views(split, augmented_views)
-        arrays = writer.add_split(split, paths, labels, views, channels, grid, dtype, grid_channels=map_channels)
+        if shard.distributed:
+            layout = record_dtype(len(views), channels, grid, map_channels, dtype)
+            sink = PartSink(parts.path(name=split, suffix=".bin"), layout, shard.positions(len(paths)), batch_size)
+        else:
+            sink = ArraySink(writer.add_split(split, paths, labels, views, channels, grid, dtype,
+                                              grid_channels=map_channels), len(paths))
+        todo = sink.todo
         n_aug = augmented_views if split == "train" else 0
-        dataset = _ViewDataset(paths, labels, eval_transform, train_transform, n_aug, eval_resize_size(image_size))
+        seeds = [view_seed(cfg.train.seed, split, row) for row in todo] if n_aug else None
+        dataset = _ViewDataset([paths[row] for row in todo], [labels[row] for row in todo], eval_transform,
+                               train_transform, n_aug, eval_resize_size(image_size), seeds)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_indexed
         )
         for (vectors, fmap), (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress,
                                                         desc=f"extract {split}"):
             b = len(idx)
-            pooled = vectors.reshape(b, len(views), channels)
-            rows_np = idx.numpy()
-            arrays["pooled"][rows_np] = pooled.cpu().numpy().astype(dtype)
+            pooled = vectors.reshape(b, len(views), channels).cpu().numpy().astype(dtype)
+            g = None
             if grid > 0:
                 g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), map_channels, grid,
-                                                                                grid)
-                arrays["grid"][rows_np] = g.cpu().numpy().astype(dtype)
-            arrays["valid"][rows_np] = True
+                                                                                grid).cpu().numpy().astype(dtype)
+            sink.write(idx.numpy(), pooled, g)
             forwards += fmap.shape[0]
             batches += 1
             if time_limit_s is not None:
                 check_deadline()
-        split_skipped = int((~arrays["valid"]).sum())
-        skipped += split_skipped
-        if split_skipped:
-            log(f"  {split}: skipped {split_skipped} unreadable images")
+        sink.close()
+        images += len(todo)
+        if not shard.distributed:
+            skipped += _count_skipped(writer, split, log)
 
-    seconds = time.perf_counter() - started
+    ranks = gather((images, time.perf_counter() - started, forwards), shard)  # every rank's parts are complete
+    if shard.distributed:
+        if not shard.is_main:
+            barrier(shard)  # until rank 0 has written the index
+            return FeatureCache(root)
+        writer = CacheWriter(root, key, spec, label_map.names)
+        for split in split_names:
+            split_rows = [r for r in rows if r[2] == split]
+            views = split_views(split, augmented_views)
+            arrays = writer.add_split(split, [r[0] for r in split_rows], label_map.encode([r[1] for r in split_rows]),
+                                      views, channels, grid, dtype, grid_channels=map_channels)
+            layout = record_dtype(len(views), channels, grid, map_channels, dtype)
+            for rank in range(shard.world_size):
+                count = len(Shard(rank, shard.world_size).positions(len(split_rows)))
+                merge_part(arrays, parts.path(rank, split, ".bin"), layout, count)
+            skipped += _count_skipped(writer, split, log)
+    done, seconds, forwards = (sum(r[0] for r in ranks), max(r[1] for r in ranks), sum(r[2] for r in ranks))
     stats = {
         "seconds": round(seconds, 2),
         "images": len(rows),
         "forwards": forwards,
-        "images_per_s": round((len(rows) - skipped) / max(seconds, 1e-9), 2),
+        "images_per_s": round((done - skipped) / max(seconds, 1e-9), 2),
         "skipped": skipped,
         "channels": int(channels),
         "level_channels": [int(c) for c in levels],
@@ -306,12 +363,26 @@ def extract_features(
         "pretrained": pretrained,
         "device": str(run_on),
     }
+    if shard.distributed:
+        stats["world_size"] = shard.world_size
     cache = writer.finish(rows, stats)
     log(
         f"extracted {len(rows) - skipped} images ({forwards} forward passes, {skipped} skipped) "
         f"in {seconds:.1f} s ({stats['images_per_s']:.1f} img/s)"
     )
+    if shard.distributed:
+        for line in throughput_lines([(n, s) for n, s, _ in ranks]):
+            log(line)
+        parts.remove()
+        barrier(shard)  # the other ranks return the cache once its index is written
     return cache
+
+
+def _count_skipped(writer: CacheWriter, split: str, log) -> int:
+    skipped = int((~writer.arrays[split]["valid"]).sum())
+    if skipped:
+        log(f"  {split}: skipped {skipped} unreadable images")
+    return skipped
 
 
 def cached_arrays(cache: FeatureCache, split: str) -> tuple[np.ndarray, np.ndarray]:
