@@ -37,11 +37,12 @@ class Shard:
         return range(self.rank, count, self.world_size)
 
 
-def torchrun_world_size(environ: Mapping[str, str]) -> int:
-    """The number of ranks torchrun started (its WORLD_SIZE; 1 without torchrun). The caller passes
-    the environment, so a command can choose its path before it imports torch, which the
-    torch-free ONNX prediction path never does."""
-    return int(environ.get("WORLD_SIZE", "1") or 1)
+def torchrun_world_size(environ: Mapping[str, str]) -> int | None:
+    """The number of ranks torchrun started (its WORLD_SIZE), None without torchrun. A command
+    started by torchrun, even with one rank, runs as a sharded job (parts, resume, throughput per
+    rank); without torchrun it runs as it always has. The caller passes the environment, so it
+    can choose before importing torch, which the torch-free ONNX prediction path never does."""
+    return int(environ["WORLD_SIZE"]) if environ.get("WORLD_SIZE") else None
 
 
 def gather(value: Any, shard: Shard) -> list[Any]:

@@ -56,8 +56,8 @@ def _extract(args: argparse.Namespace) -> int:
     from emorec.shards import Shard, torchrun_world_size
 
     cfg = load_config(args.config, args.overrides)
-    device, shard = args.device, Shard()
-    if torchrun_world_size(os.environ) > 1:
+    device, shard = args.device, None
+    if torchrun_world_size(os.environ) is not None:
         from emorec.training.distributed import init_distributed
 
         ranks = init_distributed(args.device)  # cuda:LOCAL_RANK where CUDA is, NCCL there and gloo on the CPU
@@ -82,11 +82,11 @@ def _extract(args: argparse.Namespace) -> int:
             shard=shard,
         )
     finally:
-        if shard.distributed:
+        if shard is not None:
             from emorec.training.distributed import cleanup
 
             cleanup()
-    if not shard.is_main:
+    if shard is not None and not shard.is_main:
         return 0
     for split in cache.splits:
         info = cache.index["splits"][split]

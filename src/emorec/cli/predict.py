@@ -84,7 +84,7 @@ def run_predict(args) -> int:
     if not paths and not failures:
         named = " ".join([*args.inputs, *([args.inputs_from] if args.inputs_from else [])])
         raise EmorecError(f"no images found in {named}; pass image files, folders or a CSV with a 'path' column")
-    if (world := torchrun_world_size(os.environ)) > 1:
+    if (world := torchrun_world_size(os.environ)) is not None:
         return run_predict_ranks(args, paths, failures, world)
     predictor = open_predictor(args.model, args.device, int8=not args.fp32)
     print(f"model: {predictor.description}", file=sys.stderr)
@@ -142,7 +142,7 @@ def run_predict_ranks(args, paths, failures, world: int) -> int:
     try:
         predictor = open_predictor(args.model, str(info.device), int8=not args.fp32)
         if info.is_main:
-            print(f"model: {predictor.description}; {world} ranks", file=sys.stderr)
+            print(f"model: {predictor.description}; torchrun ranks: {world}", file=sys.stderr)
         result = predict_sharded(predictor, paths, args.output, Shard(info.rank, info.world_size),
                                  model_id={"model": str(Path(args.model).resolve()), "fp32": args.fp32},
                                  top_k=args.top_k, tta=args.tta_mode or args.tta, batch_size=args.batch_size)

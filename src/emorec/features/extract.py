@@ -158,14 +158,15 @@ def extract_features(
     build included): raise `ExtractionDeadline`, leaving no valid cache, once the extraction is
     past it or, at the pace so far, would end past it.
 
-    `shard`: this process's rank among torchrun's (`emorec features extract` under torchrun).
-    Each rank extracts every world_size-th image of each split into its part under
-    `<cache>/parts/` (resumed when a killed run is started again), rank 0 assembles the cache one
-    process would have written, and every rank returns it. Only rank 0 logs and shows progress.
+    `shard`: this process's rank among torchrun's (`emorec features extract` under torchrun; None:
+    one process, no parts). Each rank extracts every world_size-th image of each split into its
+    part under `<cache>/parts/` (resumed when a killed run is started again), rank 0 assembles the
+    cache one process would have written, and every rank returns it. Only rank 0 logs and shows
+    progress.
     """
     import torch
 
-    shard = shard or Shard()
+    sharded, shard = shard is not None, shard or Shard()
     if not shard.is_main:
         log, progress = (lambda _: None), False
 
@@ -261,7 +262,7 @@ def extract_features(
     map_channels = infer(model.forward_features, probe, run_on).shape[1]
     levels = level_channels(model.backbone) if feature_levels == "all" else [map_channels]
 
-    if shard.distributed:
+    if sharded:
         from emorec.part_files import PartsFolder
 
         parts = PartsFolder(root / "parts", {"key": key, "world_size": shard.world_size}, shard)
@@ -300,7 +301,7 @@ def extract_features(
         paths = [r[0] for r in split_rows]
         labels = label_map.encode([r[1] for r in split_rows])
         views = split_views(split, augmented_views)
-        if shard.distributed:
+        if sharded:
             layout = record_dtype(len(views), channels, grid, map_channels, dtype)
             sink = PartSink(parts.path(name=split, suffix=".bin"), layout, shard.positions(len(paths)), batch_size)
         else:
@@ -329,11 +330,11 @@ def extract_features(
                 check_deadline()
         sink.close()
         images += len(todo)
-        if not shard.distributed:
+        if not sharded:
             skipped += _count_skipped(writer, split, log)
 
     ranks = gather((images, time.perf_counter() - started, forwards), shard)  # every rank's parts are complete
-    if shard.distributed:
+    if sharded:
         if not shard.is_main:
             barrier(shard)  # until rank 0 has written the index
             return FeatureCache(root)
@@ -363,14 +364,14 @@ def extract_features(
         "pretrained": pretrained,
         "device": str(run_on),
     }
-    if shard.distributed:
+    if sharded:
         stats["world_size"] = shard.world_size
     cache = writer.finish(rows, stats)
     log(
         f"extracted {len(rows) - skipped} images ({forwards} forward passes, {skipped} skipped) "
         f"in {seconds:.1f} s ({stats['images_per_s']:.1f} img/s)"
     )
-    if shard.distributed:
+    if sharded:
         for line in throughput_lines([(n, s) for n, s, _ in ranks]):
             log(line)
         parts.remove()
