@@ -69,8 +69,15 @@ def feature_cache_for(cfg: Config, progress: bool = True):
 
 def train(cfg: Config, resume: str | Path | None = None) -> RunResult:
     """Train (or continue) one run; `cfg.train.head_only` trains the head on cached features."""
+    import os
+
+    from emorec.shards import torchrun_world_size
     from emorec.training.trainer import train as run_training
 
+    if cfg.train.head_only and (torchrun_world_size(os.environ) or 1) > 1:
+        # Refused before the extraction, which every rank would otherwise run into the same folder.
+        raise EmorecError("head-only training runs in one process (it takes seconds to minutes); start it without "
+                          "torchrun (`torchrun -m emorec features extract` builds its cache on several ranks first)")
     features = feature_cache_for(cfg) if cfg.train.head_only else None
     return run_training(cfg, resume, features=features)
 
