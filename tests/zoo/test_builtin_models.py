@@ -21,16 +21,17 @@ from emorec.zoo.card import render_card
 from emorec.zoo.recipes import Recipe, Scoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_class_images  # noqa: E402
 from run_factory import make_run, one_torch_thread  # noqa: E402,F401 (one_torch_thread: autouse fixture)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "video"))
+from video_files import numbered_frames, write_video  # noqa: E402
 
 
 @pytest.fixture
-def shared(tmp_path) -> Path:
+def shared(tmp_path, class_images) -> Path:
     """A stand-in for ../shared: datasets/tiny (an ImageFolder) and its labels.csv with splits."""
     root = tmp_path / "shared"
-    write_class_images(root / "datasets" / "tiny", {"amusement": 9, "anger": 9, "awe": 9, "fear": 9}, size=40)
+    class_images(root / "datasets" / "tiny", {"amusement": 9, "anger": 9, "awe": 9, "fear": 9}, size=40)
     return root
 
 
@@ -111,6 +112,10 @@ def test_a_name_works_wherever_a_run_is_taken(built, tmp_path, monkeypatch, caps
     assert len(exported) == 1 and not (built["folder"] / "export").exists()
     assert main(["explain", "faces", str(photo), "--output", str(tmp_path / "why")]) == 0
     assert list((tmp_path / "why").glob("*.png"))
+    clip = write_video(tmp_path / "clip.mp4", numbered_frames(10), fps=10)
+    assert main(["predict", "faces", str(clip), "--fps", "5", "--output", str(tmp_path / "v.csv")]) == 0
+    with open(tmp_path / "v.csv", newline="") as f:
+        assert [row["frame"] for row in csv.DictReader(f)] == ["0", "2", "4", "6", "8"]
 
 
 def test_a_local_folder_wins_over_a_name_and_unknown_names_are_listed(built, tmp_path, monkeypatch):
