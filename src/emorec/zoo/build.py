@@ -134,34 +134,36 @@ def write_card(name: str, run_dir: Path, shared: Path, commands: list[list[str]]
                   "train_seconds": round(train_seconds), "source_epoch": loaded.epoch},
         **figures,
     }
+    summary = _read_json(run_dir / "summary.json")
+    if summary.get("cv_macro_f1") is not None:
+        card["selection"] = {"cv_macro_f1": summary["cv_macro_f1"], "folds": summary.get("folds"),
+                             "refit": summary.get("refit")}
     (folder / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
     (folder / CARD_MD).write_text(render_card(card, recipe))
     return folder / CARD_MD
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def _describe(cfg, run_dir: Path) -> str:
     what = f"timm {cfg.model.backbone}"
-    fit_json = run_dir.parent / "fit.json"
-    if fit_json.is_file():
-        try:
-            chosen = json.loads(fit_json.read_text()).get("best_dir_of")
-        except json.JSONDecodeError:
-            chosen = None
-        if chosen:
-            what += f", `emorec fit`'s chosen candidate `{chosen}`"
+    chosen = _read_json(run_dir.parent / "fit.json").get("best_dir_of")
+    if chosen:
+        what += f", `emorec fit`'s chosen candidate `{chosen}`"
     head = "linear head" if not cfg.model.hidden_dims else f"head with hidden layers {list(cfg.model.hidden_dims)}"
     return f"{what}, {head}"
 
 
 def _train_seconds(run_dir: Path, fallback: float) -> float:
-    for path, key in ((run_dir / "summary.json", "wall_time_s"), (run_dir.parent / "fit.json", "spent_s")):
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text()).get(key)
-            except json.JSONDecodeError:
-                value = None
-            if value:
-                return float(value)
+    # A search's best/ is one of its candidates: the time is the whole search's.
+    for path, key in ((run_dir.parent / "fit.json", "spent_s"), (run_dir / "summary.json", "wall_time_s")):
+        if value := _read_json(path).get(key):
+            return float(value)
     return fallback
 
 

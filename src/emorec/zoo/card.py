@@ -87,9 +87,12 @@ def render_card(card: dict[str, Any], recipe: Recipe) -> str:
         "",
         *_scores_table(card),
         "",
+        *([f"The search's own estimate for the chosen model: cross-validated macro-F1 "
+           f"{_pct(card['selection']['cv_macro_f1'])} ({card['selection']['folds']} folds over train + val, before "
+           f"the refit on {card['selection']['refit']}).", ""] if card.get("selection") else []),
         f"Speed (`emorec predict`'s PyTorch path, preprocessing included, {speed['threads']} CPU threads, "
-        f"{speed['image_side']} px inputs, {build['machine']}): {speed['images_per_s_batch1']:.0f} images/s at "
-        f"batch 1, {speed['images_per_s_batch16']:.0f} images/s at batch 16.",
+        f"{speed['image_side']} px inputs, {build['machine']}, load average {speed['load_average']} while measuring): "
+        f"{speed['images_per_s_batch1']:.0f} images/s at batch 1, {speed['images_per_s_batch16']:.0f} images/s at batch 16.",
         "",
         "## How to reproduce",
         "From the repository root, with the shared data in `../shared`:",

@@ -8,6 +8,7 @@ from `../shared` so a card cannot drift from its weights.
 from __future__ import annotations
 
 import csv
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -107,7 +108,8 @@ def measure_speed(model_folder: Path, image_side: int, threads: int = 2, repeats
     torch.set_num_threads(threads)
     predictor = TorchPredictor(model_folder, "cpu")
     rng = np.random.default_rng(0)
-    out = {"threads": threads, "image_side": image_side}
+    # The load on the machine while measuring: figures from a busy machine are low, and say so.
+    out = {"threads": threads, "image_side": image_side, "load_average": round(os.getloadavg()[0], 1)}
     for batch in (1, 16):
         images = [Image.fromarray(rng.integers(0, 255, (image_side, image_side, 3), dtype=np.uint8)) for _ in range(batch)]
         predictor.probabilities(images, False)
