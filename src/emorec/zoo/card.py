@@ -49,8 +49,8 @@ def render_card(card: dict[str, Any], recipe: Recipe) -> str:
     lines = [
         f"# Model card: `{card['name']}`",
         "",
-        f"{recipe.title}. Built into emorec: `emorec predict {card['name']} PHOTO`"
-        + (" --faces" if card["name"] == "faces" else "") + f", `emorec serve {card['name']}`, "
+        f"{recipe.title}. Built into emorec: `emorec predict {card['name']} PHOTO"
+        + (" --faces" if card["name"] == "faces" else "") + f"`, `emorec serve {card['name']}`, "
         f"`emorec explain {card['name']} PHOTO`, `emorec evaluate {card['name']} --data DATA`.",
         "",
         f"**Headline: {headline(card)}.**",
