@@ -14,7 +14,7 @@ def test_every_input_goes_to_exactly_one_rank_strided():
 
 def test_one_process_is_one_shard_and_needs_no_process_group():
     assert torchrun_world_size({}) is None and torchrun_world_size({"WORLD_SIZE": "8"}) == 8
-    assert gather({"images": 3}, Shard()) == [{"images": 3}]
+    assert gather({"images": 3}) == [{"images": 3}]
 
 
 def test_the_total_rate_is_every_image_over_the_slowest_rank():

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from emorec.errors import EmorecError
-from emorec.shards import Shard, from_main
+from emorec.shards import Shard, broadcast_object
 
 JOB_FILE = "job.json"
 
@@ -47,7 +47,7 @@ class PartsFolder:
         the parts belong to another job. A rank whose own job differs from rank 0's (it sees
         another input list) refuses as well, rather than writing rows for other images."""
         verdict = self._check_or_start() if self.shard.is_main else None
-        verdict, main_job = from_main((verdict, self.job), self.shard)
+        verdict, main_job = broadcast_object((verdict, self.job))
         if verdict:
             raise EmorecError(verdict)
         if main_job != self.job:

@@ -4,7 +4,7 @@ collectives the job needs, and how fast each rank went.
 `emorec predict` and `emorec features extract` under `torchrun` run one process per GPU (or per
 CPU slot), on one machine or several. `training.distributed.init_distributed` joins the process
 group (NCCL on CUDA, gloo on CPU); this module sits below every layer so that prediction
-(serving/) and extraction (features/) can share what comes after. Rank r takes inputs r, r + W,
+(serving/), extraction (features/) and training share what comes after. Rank r takes inputs r, r + W,
 r + 2W, ... of the job's input list (W ranks): strided rather than contiguous, so a folder
 walked class by class, or a list sorted by size, spreads evenly over the ranks, and rank 0 merges
 the parts in input order by reading them in turn, one record from each, holding nothing in memory.
@@ -45,32 +45,42 @@ def torchrun_world_size(environ: Mapping[str, str]) -> int | None:
     return int(environ["WORLD_SIZE"]) if environ.get("WORLD_SIZE") else None
 
 
-def gather(value: Any, shard: Shard) -> list[Any]:
+# The process-group collectives every distributed job here needs (the trainer's too: training.
+# distributed imports them), each a no-op without a group of several ranks. torch.distributed is
+# imported inside them, so the torch-free ONNX prediction path can import this module.
+
+def is_distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather(value: Any) -> list[Any]:
     """Every rank's `value`, in rank order, on every rank; `[value]` on one process. A collective:
     it returns once every rank has called it, so it also serves as the barrier before a merge."""
-    if not shard.distributed:
+    if not is_distributed():
         return [value]
     import torch.distributed as dist
 
-    values: list[Any] = [None] * shard.world_size
+    values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
 
 
-def from_main(value: Any, shard: Shard) -> Any:
-    """Rank 0's `value` on every rank (a decision rank 0 made alone, such as whether old parts may
-    be resumed: on a network file system the other nodes may not see rank 0's files yet)."""
-    if not shard.distributed:
+def broadcast_object(value: Any, src: int = 0) -> Any:
+    """Rank `src`'s `value` on every rank (a decision one rank made alone, such as whether old parts
+    may be resumed: on a network file system the other nodes may not see rank 0's files yet)."""
+    if not is_distributed():
         return value
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
-def barrier(shard: Shard) -> None:
-    if shard.distributed:
+def barrier() -> None:
+    if is_distributed():
         import torch.distributed as dist
 
         dist.barrier()

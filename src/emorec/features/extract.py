@@ -333,10 +333,10 @@ def extract_features(
         if not sharded:
             skipped += _count_skipped(writer, split, log)
 
-    ranks = gather((images, time.perf_counter() - started, forwards), shard)  # every rank's parts are complete
+    ranks = gather((images, time.perf_counter() - started, forwards))  # every rank's parts are complete
     if sharded:
         if not shard.is_main:
-            barrier(shard)  # until rank 0 has written the index
+            barrier()  # until rank 0 has written the index
             return FeatureCache(root)
         writer = CacheWriter(root, key, spec, label_map.names)
         for split in split_names:
@@ -375,7 +375,7 @@ def extract_features(
         for line in throughput_lines([(n, s) for n, s, _ in ranks]):
             log(line)
         parts.remove()
-        barrier(shard)  # the other ranks return the cache once its index is written
+        barrier()  # the other ranks return the cache once its index is written
     return cache
 
 

@@ -87,12 +87,12 @@ def predict_sharded(predictor, paths: list[Path], output: str | Path, shard: Sha
     finally:
         predictions.close()  # its decoding threads end here, not at interpreter exit
         part.close()
-    done = gather((len(todo), time.perf_counter() - started, part.done), shard)  # every part is complete
+    done = gather((len(todo), time.perf_counter() - started, part.done))  # every part is complete
     result = ShardedPrediction(speeds=[(n, s) for n, s, _ in done], resumed=sum(d for *_, d in done))
     if shard.is_main:
         result.written, result.failures = merge_parts(parts, paths, output, top_k)
         parts.remove()
-    barrier(shard)  # the ranks leave the process group together, as the trainer's do
+    barrier()  # the ranks leave the process group together, as the trainer's do
     return result
 
 

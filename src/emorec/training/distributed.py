@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from emorec.devices import resolve_device
+from emorec.shards import barrier, broadcast_object, gather, is_distributed  # noqa: F401 (the trainer's collectives too)
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,6 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, is_main=rank == 0, device=dev)
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum across ranks in place (a no-op on one process)."""
     if is_distributed():
@@ -67,22 +64,7 @@ def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate each rank's (possibly differently sized) CPU tensor in rank order."""
     if not is_distributed():
         return tensor
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, tensor.cpu())
-    return torch.cat(parts)
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+    return torch.cat(gather(tensor.cpu()))
 
 
 def cleanup() -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emorec.data.inputs import Failure, load_or_failure
+from emorec.data.inputs import Failure
 from emorec.data.manifest import Manifest, Sample, read_manifest
 from emorec.errors import EmorecError
 from emorec.evaluation.metrics import compute_metrics
@@ -62,8 +61,8 @@ def _shipped_split(path: Path, root: Path) -> Manifest:
 
 def score(model_folder: Path, samples: list[Sample], tta: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """compute_metrics of the model on `samples` (one view, or `tta` as in `emorec predict --tta-mode`),
-    plus how many images could not be read."""
-    from emorec.serving.predict import TorchPredictor
+    plus how many images could not be read: `emorec predict`'s own `predict_paths`, all labels kept."""
+    from emorec.serving.predict import TorchPredictor, predict_paths
 
     predictor = TorchPredictor(model_folder, device)
     index = {name: i for i, name in enumerate(predictor.labels)}
@@ -71,16 +70,17 @@ def score(model_folder: Path, samples: list[Sample], tta: str | None = None, dev
     if unknown:
         raise EmorecError(f"labels {unknown} are not the model's ({predictor.labels})")
     probs, targets, unreadable = [], [], 0
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(samples), BATCH):
-            chunk = samples[start:start + BATCH]
-            images = list(pool.map(lambda s: load_or_failure(s.path, predictor.min_size), chunk))
-            kept = [(im, s) for im, s in zip(images, chunk) if not isinstance(im, Failure)]
-            unreadable += len(chunk) - len(kept)
-            if kept:
-                probs.append(predictor.probabilities([im for im, _ in kept], tta or False))
-                targets += [index[s.label] for _, s in kept]
-    metrics = compute_metrics(np.concatenate(probs), np.array(targets), predictor.labels)
+    items = predict_paths(predictor, [s.path for s in samples], len(index), tta or False, BATCH)
+    for sample, item in zip(samples, items):
+        if isinstance(item, Failure):
+            unreadable += 1
+            continue
+        row = np.zeros(len(index))
+        for label, p in item.top:
+            row[index[label]] = p
+        probs.append(row)
+        targets.append(index[sample.label])
+    metrics = compute_metrics(np.stack(probs), np.array(targets), predictor.labels)
     metrics["unreadable"] = unreadable
     return metrics
 
