@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from emorec.fit.budget import DECODE_S, Estimates, decode_seconds
+from emorec.fit.budget import DECODE_S, Estimates, decode_seconds, refit_reserve
 
 
 def _jpegs(folder, side: int, count: int) -> list[str]:
@@ -35,3 +35,14 @@ def test_unreadable_samples_fall_back_to_the_default(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     assert decode_seconds([str(bad)], 64) == DECODE_S
+
+
+def test_refit_reserve_is_one_fit_of_the_slowest_probe_not_its_whole_cross_validation():
+    # 600 s of cross-validation with 5 folds is 6 fits of ~100 s; the refit on all of train + val
+    # is one fit on 5/4 of a fold's data, kept twice over.
+    assert refit_reserve([], 5) == 0.0
+    one = refit_reserve([300.0, 600.0], 5)
+    assert one == 2.0 * 100.0 * 5 / 4
+    assert one < 600.0  # what used to be held back
+    assert refit_reserve([600.0], 5, members=3) == 3 * one  # the ensemble refits one probe per backbone
+    assert refit_reserve([600.0], 2) > refit_reserve([600.0], 5)  # fewer folds: each fit sees more of the data

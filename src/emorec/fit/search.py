@@ -54,6 +54,7 @@ from emorec.fit.budget import (
     decode_seconds,
     duration_text,
     parse_duration,
+    refit_reserve,
 )
 from emorec.fit.candidates import (
     FINETUNE,
@@ -67,7 +68,7 @@ from emorec.fit.candidates import (
     full_finetune_candidate,
     grid,
 )
-from emorec.fit.crossval import fold_count
+from emorec.fit.crossval import FOLDS, fold_count
 from emorec.fit.feature_sets import (
     FEATURE_VARIANTS,
     as_feature_sets,
@@ -240,7 +241,7 @@ class _Search:
         if not self.counts.get("train") or not self.counts.get("val"):
             raise EmorecError(f"{self.source}: emorec fit needs train and val images (found {self.counts}); set "
                               "data.val_fraction > 0 or add a val split")
-        self.folds = None
+        self.folds, self.backbones = None, len(choices)
         self.workspace.cross_validate = self.counts["val"] < self.cv_max_val
         if "logreg" in self.heads and not self.workspace.cross_validate:
             self.log(f"probes scored on val only: {self.counts['val']} val images (>= {self.cv_max_val}) give a "
@@ -324,10 +325,10 @@ class _Search:
 
     def _reserve(self) -> float:
         """Seconds kept back for the end: the test pass, and a probe leader's refit on train + val
-        (a few fits, fewer than the slowest probe's cross-validation made)."""
+        (`refit_reserve`)."""
         probes = [float(r["seconds"]) for r in self.board.rows
-                  if r["kind"] == "logreg" and r["status"] == DONE and r["seconds"]]
-        return self.test_reserve + max(probes, default=0.0)
+                  if r["kind"] == "logreg" and r["status"] == DONE and r["seconds"] and r.get("cv_macro_f1")]
+        return self.test_reserve + refit_reserve(probes, self.folds or FOLDS, self.backbones)
 
     def _short_of(self, what: str, seconds: float) -> None:
         """Note that `what` ('extraction' or 'candidate') needed `seconds` the budget did not have."""
