@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from emorec.features.cache import (
     file_sha256,
     manifest_fingerprint,
 )
+from emorec.features.cache_lock import cache_writer_lock
 from emorec.features.parts import ArraySink, PartSink, merge_part, record_dtype
 from emorec.shards import Shard, barrier, gather, throughput_lines
 
@@ -52,6 +54,21 @@ class ExtractionDeadline(EmorecError):
     def __init__(self, message: str, needed_s: float):
         super().__init__(message)
         self.needed_s = needed_s
+
+
+def _waiting_deadline(time_limit_s: float | None, called: float):
+    """`give_up` for the cache lock: a time-limited extraction stops waiting for another process's
+    once its own limit has passed, as its own extraction would."""
+    if time_limit_s is None:
+        return None
+
+    def give_up(waited_s: float) -> None:
+        spent = time.perf_counter() - called
+        if spent > time_limit_s:
+            raise ExtractionDeadline(f"waited {waited_s:.0f} s for another process extracting the same features, "
+                                     f"past the {time_limit_s:.0f} s allowed", spent)
+
+    return give_up
 
 
 def split_views(split: str, augmented_views: int) -> list[str]:
@@ -253,130 +270,137 @@ def extract_features(
     if (root / INDEX_NAME).is_file():
         log(f"cache hit: {root}")
         return FeatureCache(root)
-    log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
-    # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
-    model = model.to(run_on, memory_format=torch.channels_last)
-
-    probe = torch.zeros(1, 3, image_size, image_size)
-    channels = infer(model.forward_vectors, probe, run_on).shape[1]
-    map_channels = infer(model.forward_features, probe, run_on).shape[1]
-    levels = level_channels(model.backbone) if feature_levels == "all" else [map_channels]
-
-    if sharded:
-        from emorec.part_files import PartsFolder
-
-        parts = PartsFolder(root / "parts", {"key": key, "world_size": shard.world_size}, shard)
-        parts.claim()
-    else:
-        writer = CacheWriter(root, key, spec, label_map.names)
-    split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
-    started = time.perf_counter()
-    forwards = 0
-    skipped = 0
-
-    def forward(images):
-        """(B, 1 + n_aug, 3, H, W) decoded views -> ((B * V, D) vectors, (B * V, C, h, w) last
-        feature maps), sample-major."""
-        center = images[:, 0]
-        views = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(images.shape[1] - 1)]
-        x = torch.stack(views, dim=1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        maps = model.forward_levels(x)
-        return pool_levels(maps, pooling), maps[-1].float()
-
-    total_forwards = sum(len(split_views(r[2], augmented_views)) for r in rows) // shard.world_size
-    batches = 0
-    images = 0  # extracted by this process (readable or not): its throughput
-
-    def check_deadline() -> None:
-        now = time.perf_counter()
-        needed = now - called + (total_forwards - forwards) * (now - started) / max(forwards, 1)
-        late = now - called > time_limit_s
-        if late or (batches >= DEADLINE_MIN_BATCHES and needed > DEADLINE_SLACK * time_limit_s):
-            raise ExtractionDeadline(
-                f"extraction stopped after {now - called:.0f} s, {forwards} of {total_forwards} forward passes done: "
-                f"all of it needs ~{needed:.0f} s here, more than the {time_limit_s:.0f} s allowed", needed)
-
-    for split in split_names:
-        split_rows = [r for r in rows if r[2] == split]
-        paths = [r[0] for r in split_rows]
-        labels = label_map.encode([r[1] for r in split_rows])
-        views = split_views(split, augmented_views)
-        if sharded:
-            layout = record_dtype(len(views), channels, grid, map_channels, dtype)
-            sink = PartSink(parts.path(name=split, suffix=".bin"), layout, shard.positions(len(paths)), batch_size)
-        else:
-            sink = ArraySink(writer.add_split(split, paths, labels, views, channels, grid, dtype,
-                                              grid_channels=map_channels), len(paths))
-        todo = sink.todo
-        n_aug = augmented_views if split == "train" else 0
-        seeds = [view_seed(cfg.train.seed, split, row) for row in todo] if n_aug else None
-        dataset = _ViewDataset([paths[row] for row in todo], [labels[row] for row in todo], eval_transform,
-                               train_transform, n_aug, eval_resize_size(image_size), seeds)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_indexed
-        )
-        for (vectors, fmap), (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress,
-                                                        desc=f"extract {split}"):
-            b = len(idx)
-            pooled = vectors.reshape(b, len(views), channels).cpu().numpy().astype(dtype)
-            g = None
-            if grid > 0:
-                g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), map_channels, grid,
-                                                                                grid).cpu().numpy().astype(dtype)
-            sink.write(idx.numpy(), pooled, g)
-            forwards += fmap.shape[0]
-            batches += 1
-            if time_limit_s is not None:
-                check_deadline()
-        sink.close()
-        images += len(todo)
-        if not sharded:
-            skipped += _count_skipped(writer, split, log)
-
-    ranks = gather((images, time.perf_counter() - started, forwards))  # every rank's parts are complete
-    if sharded:
-        if not shard.is_main:
-            barrier()  # until rank 0 has written the index
+    # Another process may be extracting this very cache (fit workers sharing a search): wait for
+    # it and read what it wrote. torchrun's ranks share one cache by design (parts/, rank 0 writes).
+    lock = nullcontext() if sharded else cache_writer_lock(root, log, _waiting_deadline(time_limit_s, called))
+    with lock:
+        if (root / INDEX_NAME).is_file():
+            log(f"cache hit: {root} (written by the process waited for)")
             return FeatureCache(root)
-        writer = CacheWriter(root, key, spec, label_map.names)
+        log(f"cache miss: extracting {len(rows)} images with {backbone} at {image_size}px into {root}")
+        # channels_last lets oneDNN pick its fast convolution kernels: 1.8x on 2 CPU cores (96 px).
+        model = model.to(run_on, memory_format=torch.channels_last)
+
+        probe = torch.zeros(1, 3, image_size, image_size)
+        channels = infer(model.forward_vectors, probe, run_on).shape[1]
+        map_channels = infer(model.forward_features, probe, run_on).shape[1]
+        levels = level_channels(model.backbone) if feature_levels == "all" else [map_channels]
+
+        if sharded:
+            from emorec.part_files import PartsFolder
+
+            parts = PartsFolder(root / "parts", {"key": key, "world_size": shard.world_size}, shard)
+            parts.claim()
+        else:
+            writer = CacheWriter(root, key, spec, label_map.names)
+        split_names = [s for s in dict.fromkeys(r[2] for r in rows)]
+        started = time.perf_counter()
+        forwards = 0
+        skipped = 0
+
+        def forward(images):
+            """(B, 1 + n_aug, 3, H, W) decoded views -> ((B * V, D) vectors, (B * V, C, h, w) last
+            feature maps), sample-major."""
+            center = images[:, 0]
+            views = [center, torch.flip(center, dims=[3])] + [images[:, 1 + i] for i in range(images.shape[1] - 1)]
+            x = torch.stack(views, dim=1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            maps = model.forward_levels(x)
+            return pool_levels(maps, pooling), maps[-1].float()
+
+        total_forwards = sum(len(split_views(r[2], augmented_views)) for r in rows) // shard.world_size
+        batches = 0
+        images = 0  # extracted by this process (readable or not): its throughput
+
+        def check_deadline() -> None:
+            now = time.perf_counter()
+            needed = now - called + (total_forwards - forwards) * (now - started) / max(forwards, 1)
+            late = now - called > time_limit_s
+            if late or (batches >= DEADLINE_MIN_BATCHES and needed > DEADLINE_SLACK * time_limit_s):
+                raise ExtractionDeadline(
+                    f"extraction stopped after {now - called:.0f} s, {forwards} of {total_forwards} forward passes done: "
+                    f"all of it needs ~{needed:.0f} s here, more than the {time_limit_s:.0f} s allowed", needed)
+
         for split in split_names:
             split_rows = [r for r in rows if r[2] == split]
+            paths = [r[0] for r in split_rows]
+            labels = label_map.encode([r[1] for r in split_rows])
             views = split_views(split, augmented_views)
-            arrays = writer.add_split(split, [r[0] for r in split_rows], label_map.encode([r[1] for r in split_rows]),
-                                      views, channels, grid, dtype, grid_channels=map_channels)
-            layout = record_dtype(len(views), channels, grid, map_channels, dtype)
-            for rank in range(shard.world_size):
-                count = len(Shard(rank, shard.world_size).positions(len(split_rows)))
-                merge_part(arrays, parts.path(rank, split, ".bin"), layout, count)
-            skipped += _count_skipped(writer, split, log)
-    done, seconds, forwards = (sum(r[0] for r in ranks), max(r[1] for r in ranks), sum(r[2] for r in ranks))
-    stats = {
-        "seconds": round(seconds, 2),
-        "images": len(rows),
-        "forwards": forwards,
-        "images_per_s": round((done - skipped) / max(seconds, 1e-9), 2),
-        "skipped": skipped,
-        "channels": int(channels),
-        "level_channels": [int(c) for c in levels],
-        "data_mean": list(map(float, mean)),
-        "data_std": list(map(float, std)),
-        "weights_path": absolute_weights(weights),
-        "pretrained": pretrained,
-        "device": str(run_on),
-    }
-    if sharded:
-        stats["world_size"] = shard.world_size
-    cache = writer.finish(rows, stats)
-    log(
-        f"extracted {len(rows) - skipped} images ({forwards} forward passes, {skipped} skipped) "
-        f"in {seconds:.1f} s ({stats['images_per_s']:.1f} img/s)"
-    )
-    if sharded:
-        for line in throughput_lines([(n, s) for n, s, _ in ranks]):
-            log(line)
-        parts.remove()
-        barrier()  # the other ranks return the cache once its index is written
-    return cache
+            if sharded:
+                layout = record_dtype(len(views), channels, grid, map_channels, dtype)
+                sink = PartSink(parts.path(name=split, suffix=".bin"), layout, shard.positions(len(paths)), batch_size)
+            else:
+                sink = ArraySink(writer.add_split(split, paths, labels, views, channels, grid, dtype,
+                                                  grid_channels=map_channels), len(paths))
+            todo = sink.todo
+            n_aug = augmented_views if split == "train" else 0
+            seeds = [view_seed(cfg.train.seed, split, row) for row in todo] if n_aug else None
+            dataset = _ViewDataset([paths[row] for row in todo], [labels[row] for row in todo], eval_transform,
+                                   train_transform, n_aug, eval_resize_size(image_size), seeds)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_indexed
+            )
+            for (vectors, fmap), (_, idx, _) in run_batches(forward, loader, run_on, show_progress=progress,
+                                                            desc=f"extract {split}"):
+                b = len(idx)
+                pooled = vectors.reshape(b, len(views), channels).cpu().numpy().astype(dtype)
+                g = None
+                if grid > 0:
+                    g = torch.nn.functional.adaptive_avg_pool2d(fmap, grid).reshape(b, len(views), map_channels, grid,
+                                                                                    grid).cpu().numpy().astype(dtype)
+                sink.write(idx.numpy(), pooled, g)
+                forwards += fmap.shape[0]
+                batches += 1
+                if time_limit_s is not None:
+                    check_deadline()
+            sink.close()
+            images += len(todo)
+            if not sharded:
+                skipped += _count_skipped(writer, split, log)
+
+        ranks = gather((images, time.perf_counter() - started, forwards))  # every rank's parts are complete
+        if sharded:
+            if not shard.is_main:
+                barrier()  # until rank 0 has written the index
+                return FeatureCache(root)
+            writer = CacheWriter(root, key, spec, label_map.names)
+            for split in split_names:
+                split_rows = [r for r in rows if r[2] == split]
+                views = split_views(split, augmented_views)
+                arrays = writer.add_split(split, [r[0] for r in split_rows], label_map.encode([r[1] for r in split_rows]),
+                                          views, channels, grid, dtype, grid_channels=map_channels)
+                layout = record_dtype(len(views), channels, grid, map_channels, dtype)
+                for rank in range(shard.world_size):
+                    count = len(Shard(rank, shard.world_size).positions(len(split_rows)))
+                    merge_part(arrays, parts.path(rank, split, ".bin"), layout, count)
+                skipped += _count_skipped(writer, split, log)
+        done, seconds, forwards = (sum(r[0] for r in ranks), max(r[1] for r in ranks), sum(r[2] for r in ranks))
+        stats = {
+            "seconds": round(seconds, 2),
+            "images": len(rows),
+            "forwards": forwards,
+            "images_per_s": round((done - skipped) / max(seconds, 1e-9), 2),
+            "skipped": skipped,
+            "channels": int(channels),
+            "level_channels": [int(c) for c in levels],
+            "data_mean": list(map(float, mean)),
+            "data_std": list(map(float, std)),
+            "weights_path": absolute_weights(weights),
+            "pretrained": pretrained,
+            "device": str(run_on),
+        }
+        if sharded:
+            stats["world_size"] = shard.world_size
+        cache = writer.finish(rows, stats)
+        log(
+            f"extracted {len(rows) - skipped} images ({forwards} forward passes, {skipped} skipped) "
+            f"in {seconds:.1f} s ({stats['images_per_s']:.1f} img/s)"
+        )
+        if sharded:
+            for line in throughput_lines([(n, s) for n, s, _ in ranks]):
+                log(line)
+            parts.remove()
+            barrier()  # the other ranks return the cache once its index is written
+        return cache
 
 
 def _count_skipped(writer: CacheWriter, split: str, log) -> int:
