@@ -16,7 +16,8 @@ def register(sub) -> None:
                     "cross-validation over train + val, then refit on both) and reports the "
                     "chosen model's test score only. Writes OUTPUT/leaderboard.csv and OUTPUT/best/ (a run directory "
                     "for evaluate, predict and export); the candidates are trials of an Optuna study in OUTPUT/study.db. Run it "
-                    "again with the same --output to resume.")
+                    "again with the same --output to resume. Under torchrun (`torchrun --nproc-per-node N -m emorec fit "
+                    "...`) every rank extracts its share of the features, then rank 0 searches.")
     p.add_argument("source", help="dataset folder or CSV manifest")
     p.add_argument("--budget", default="30m", help="time for everything, extraction included, counting what earlier "
                                                    "runs in the same --output spent: 30m, 1h, 90s, 1800 (default 30m)")
@@ -51,12 +52,15 @@ def register(sub) -> None:
 
 
 def run_fit(args) -> int:
+    import os
     from pathlib import Path
 
     from emorec.api import fit
     from emorec.config import load_config
     from emorec.errors import EmorecError
     from emorec.fit import BackboneChoice
+    from emorec.fit.budget import Budget, parse_duration
+    from emorec.shards import torchrun_world_size
 
     if args.image_size < 16 or args.views < 0 or args.workers < 0 or args.finetune_epochs < 1 or args.head_epochs < 1:
         raise EmorecError("emorec fit: --image-size must be >= 16, --views and --workers >= 0, --finetune-epochs and "
@@ -75,7 +79,15 @@ def run_fit(args) -> int:
     source = Path(args.source)
     name = (source.parent.name if source.is_file() else source.name) or "data"
     output = args.output or str(Path(cfg.train.output_dir) / f"fit-{name}")
-    result = fit(args.source, output, args.budget, backbones or None, config=cfg, image_size=args.image_size,
+    budget = Budget(parse_duration(args.budget))  # started here: a torchrun extraction is part of it
+    if torchrun_world_size(os.environ) is not None:
+        from emorec.fit.ranks import extract_on_ranks
+
+        choices = backbones or [BackboneChoice(cfg.model.backbone, cfg.model.weights, cfg.model.pretrained)]
+        if not extract_on_ranks(args.source, output, choices, cfg, image_size=args.image_size, views=args.views,
+                                cache_dir=args.cache_dir, device=args.device, workers=args.workers, budget=budget):
+            return 0  # rank 0 searches; this rank's share of the features is written
+    result = fit(args.source, output, budget, backbones or None, config=cfg, image_size=args.image_size,
                  views=args.views, heads=tuple(h.strip() for h in args.heads.split(",") if h.strip()),
                  head_epochs=args.head_epochs, finetune=not args.no_finetune, finetune_epochs=args.finetune_epochs,
                  test=not args.no_test, cache_dir=args.cache_dir, device=args.device, workers=args.workers,

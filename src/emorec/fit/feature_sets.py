@@ -33,19 +33,22 @@ def open_caches(known: dict[str, str] | None) -> dict[str, Any] | None:
 
 def extract_variants(manifest, name: str, weights: str | None, pretrained: bool, *, image_size: int, views: int,
                      cache_dir: Path, cfg, workers: int, progress: bool, device: str,
-                     log: Callable[[str], None], time_limit_s: float | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None], time_limit_s: float | None = None, shard=None) -> dict[str, Any]:
     """'levels-pooling' -> cache of every `FEATURE_VARIANTS` entry of backbone `name` on
     `manifest`: one all/meanstd extraction, the others cut out of it. A backbone without
     intermediate stages gives its last-level mean vectors only. `time_limit_s`: the extraction's
-    deadline (`extract_features` raises `ExtractionDeadline` when it would pass it)."""
+    deadline (`extract_features` raises `ExtractionDeadline` when it would pass it). `shard`: this
+    torchrun rank's share (`emorec.shards.Shard`); the variants are cut by rank 0 alone."""
     from emorec.features.extract import extract_features
     from emorec.features.variants import derive_cache
 
     kwargs = dict(backbone=name, weights=weights, pretrained=pretrained, image_size=image_size,
                   augmented_views=views, grid=0, cache_dir=cache_dir, cfg=cfg, batch_size=32, num_workers=workers,
-                  progress=progress, device=device, log=log, time_limit_s=time_limit_s)
+                  progress=progress, device=device, log=log, time_limit_s=time_limit_s, shard=shard)
     try:
         full = extract_features(manifest, feature_levels="all", pooling="meanstd", **kwargs)
+        if shard is not None and not shard.is_main:
+            return {"all-meanstd": full}
         return {f"{levels}-{pooling}": (full if (levels, pooling) == ("all", "meanstd") else
                                         derive_cache(full, levels, pooling, cache_dir, log=log))
                 for levels, pooling in FEATURE_VARIANTS}
