@@ -36,7 +36,7 @@ from emorec.features.cache import (
     file_sha256,
     manifest_fingerprint,
 )
-from emorec.features.cache_lock import cache_writer_lock
+from emorec.file_lock import cache_writer_lock
 from emorec.features.parts import ArraySink, PartSink, merge_part, record_dtype
 from emorec.shards import Shard, barrier, gather, throughput_lines
 

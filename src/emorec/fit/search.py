@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from emorec.config import Config
 from emorec.errors import EmorecError
+from emorec.file_lock import exclusive
 from emorec.features.extract import ExtractionDeadline
 from emorec.fit.backbones import BackboneChoice
 from emorec.fit.best_model import BestModel, remove_checkpoints
@@ -88,6 +89,9 @@ MIN_FINETUNE_EPOCHS = 2
 FIRST_CANDIDATE_S = 30.0
 # fit.json: seconds every run of the search together has spent of its budget.
 SPENT_KEY = "spent_s"
+BEST_LOCK = ".best.lock"
+# fit.json's record of what best/ holds and its test scores, read again under BEST_LOCK.
+BEST_KEYS = ("best", "best_dir_of", "refit_of", "test", "test_of")
 # Kept back for starting a fine-tune: the model build and the first batches.
 FINETUNE_START_S = 20.0
 # Probes are scored on val alone from this many val images on: the standard error of a val score
@@ -315,11 +319,20 @@ class _Search:
                 raise EmorecError(f"no candidate finished: {len(failed)} failed, {failed[0]['candidate']} with "
                                   f"{failed[0]['note']} (see {self.output / 'leaderboard.csv'} and fit.log)")
             raise EmorecError(self._too_short(*self._what_did_not_fit()))
-        self.best.promote(leader)
-        self.best.refit(leader)
-        scores = self.best.test(self.device, self.workers) if test and self.counts.get("test") else None
-        self.state.update(best=leader["candidate"], test=scores, seconds=round(self.budget.elapsed(), 1))
-        self.state.save()
+        # Processes sharing OUTPUT (--storage) finish at about the same time with the same leader:
+        # one at a time builds best/ and scores it, and the next finds both done in fit.json.
+        with exclusive(self.output / BEST_LOCK, lambda: self.log("another process of this search is building "
+                                                                 "best/: waiting for it")):
+            self.state.update({k: v for k, v in SearchState.load(self.output, self.source).items() if k in BEST_KEYS})
+            self.best.promote(leader)
+            self.best.refit(leader)
+            scores, holds = None, [self.state.get("best_dir_of"), self.state.get("refit_of")]
+            if test and self.counts.get("test"):
+                scored = self.state.get("test") and self.state.get("test_of") == holds
+                scores = self.state["test"] if scored else self.best.test(self.device, self.workers)
+            self.state.update(best=leader["candidate"], test=scores, test_of=holds if scores else None,
+                              seconds=round(self.budget.elapsed(), 1))
+            self.state.save()
         return FitResult(self.output, self.best.best_dir, leader, scores, self.budget.elapsed(), list(self.board.rows),
                          self.folds)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from emorec.features.cache_lock import cache_writer_lock
+from emorec.file_lock import cache_writer_lock
 from emorec.features.extract import ExtractionDeadline, extract_features
 
 ARGS = dict(pretrained=False, image_size=32, grid=0, num_workers=0, progress=False)
