@@ -84,6 +84,29 @@ def test_processes_sharing_a_study_never_run_a_candidate_twice(photos, tmp_path,
     assert not (output / "study.db").exists(), "--storage holds the study"
 
 
+def test_a_search_ending_with_best_built_and_scored_for_its_leader_takes_those_scores(photos, tmp_path,
+                                                                                     monkeypatch):
+    """What the second of two processes sharing OUTPUT finds at its end (under OUTPUT/.best.lock),
+    and what a rerun finds: best/ built and scored for the same leader in fit.json. It takes those
+    scores instead of replacing best/ (which removed the other process's report folder under it)
+    or reading the test split again."""
+    import emorec.fit.best_model as best_model
+
+    tested, installed = [], []
+    real_test, real_install = best_model.BestModel.test, best_model.BestModel.install
+    monkeypatch.setattr(best_model.BestModel, "test", lambda self, *a: tested.append(1) or real_test(self, *a))
+    monkeypatch.setattr(best_model.BestModel, "install",
+                        lambda self, *a, **k: installed.append(1) or real_install(self, *a, **k))
+    output, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'shared.db'}"
+    quick = {**QUICK, "test": True}
+    first = fit(photos, output, "10m", BACKBONE, storage=storage, **quick)
+    assert len(tested) == 1 and len(installed) == 2, "the leader's copy, then its refit"
+    again = fit(photos, output, "10m", BACKBONE, storage=storage, **quick)
+    assert again.best["candidate"] == first.best["candidate"]
+    assert len(tested) == 1 and len(installed) == 2, "neither built nor scored again"
+    assert again.test == first.test and first.test["num_samples"] > 0 and Path(first.test["report"]).is_file()
+
+
 def test_a_fine_tune_whose_first_rung_scores_worst_is_pruned(photos, tmp_path, monkeypatch):
     """Two full fine-tunes (64 and 96 px for 40 px images), scores forced: the first rung of the
     96 px one is below the 64 px one's, so successive halving stops it there; it is listed as
