@@ -108,6 +108,7 @@ def main(argv=None) -> int:
 
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     shutil.rmtree(work, ignore_errors=True)  # a fresh search each time: the budget is what is measured
+    work.mkdir(parents=True)  # the process logs land here before any data.csv (the full data set has none)
     source = subset_csv(DATA, args.limit, work / "data.csv") if args.limit else DATA
     two, storage = work / "two", f"sqlite:///{work / 'two.db'}"
     log(f"two processes sharing {storage}, {args.budget} each")
