@@ -86,8 +86,15 @@ def test_the_camera_boxes_faces_live_one_request_at_a_time(camera_browser, serve
         page.wait_for_function("() => parseFloat(document.getElementById('camera-fps').textContent) > 0", timeout=15_000)
         time.sleep(4)  # a few more frames, for the in-flight count and a timeline worth a look
         fps = float(page.inner_text("#camera-fps"))
-        box = page.locator("#camera-boxes .face").first.bounding_box()
-        video = page.locator("#camera-video").bounding_box()
+        # Boxes are redrawn per frame, so both rectangles are read in one script turn, at a
+        # moment a face box is on screen (two separate Playwright reads can straddle a redraw).
+        box, video = page.wait_for_function(
+            """() => {
+                const face = document.querySelector('#camera-boxes .face');
+                if (!face || face.getBoundingClientRect().width === 0) return null;
+                const rect = (el) => { const r = el.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; };
+                return [rect(face), rect(document.getElementById('camera-video'))];
+            }""", timeout=15_000).json_value()
         shot = tmp_path / "serve_camera.png"
         page.screenshot(path=str(shot), full_page=True)
         page.click("#camera-stop")
