@@ -19,6 +19,8 @@ fit arm resumes its OUTPUT when killed.
 
     python benchmarks/bench_fit_vs_recipe.py --budget 60m              # both arms, 1 thread each
     python benchmarks/bench_fit_vs_recipe.py --quick                   # 3 minutes on 600 images
+    python benchmarks/bench_fit_vs_recipe.py --budget 60m --reference-from results/fit_vs_recipe.json
+                                                # the fit arm only, against a recipe arm measured before
 Last line: `fit_vs_recipe: emorec X vs reference Y % test top-1 ratio=R` (ten-crop / views TTA
 where the model's config turns it on; one-view figures, the chosen candidate, the leaderboard and
 where the budget went are in results/fit_vs_recipe.json).
@@ -49,7 +51,22 @@ def build_parser():
     p.add_argument("--limit", type=int, default=0, help="a random subset of N images")
     p.add_argument("--arm", choices=("both", "fit", "recipe"), default="both", help=argparse_hidden())
     p.add_argument("--work-dir", default="/tmp/emorec_bench_fit_vs_recipe")
+    p.add_argument("--reference-from", metavar="JSON",
+                   help="take the recipe arm from an earlier results JSON of this benchmark (same --budget and "
+                        "data) instead of training it again; the notes say so")
     return p
+
+
+def reuse_reference(args, work: Path) -> str:
+    """The recipe arm of an earlier run (`--reference-from`), written where `both_arms` finds a
+    finished arm; the note that says where it came from."""
+    earlier = json.loads(Path(args.reference_from).read_text())
+    if earlier["details"].get("budget") != args.budget:
+        raise SystemExit(f"fit_vs_recipe: {args.reference_from} was measured with --budget "
+                         f"{earlier['details'].get('budget')}, not {args.budget}")
+    (work / "recipe.json").write_text(json.dumps(earlier["details"]["recipe"], indent=1))
+    return (f"recipe arm reused from {args.reference_from} (measured {earlier.get('when')}, "
+            f"{earlier['details'].get('threads_per_arm')} thread(s)), not trained again")
 
 
 def argparse_hidden():
@@ -154,12 +171,13 @@ def main(argv=None) -> int:
     if args.arm != "both":
         run_arm(args, work)
         return 0
+    reused = reuse_reference(args, work) if args.reference_from and args.arm == "both" else None
     arms = both_arms(args, work)
     fit_top1, recipe_top1 = headline_figure(arms["fit"]["test"]), headline_figure(arms["recipe"]["test"])
     details = {"budget": args.budget, "threads_per_arm": args.threads_per_arm, "recipe_epochs": args.recipe_epochs,
                "image_size": args.image_size, **arms}
     notes = [f"fit chose {arms['fit']['chosen']}; {fit_top1 - recipe_top1:+.1f} points test top-1 against faces.yaml "
-             f"(target: no worse than -1)"]
+             f"(target: no worse than -1)"] + ([reused] if reused else [])
     finish("fit_vs_recipe", args, fit_top1, recipe_top1, "% test top-1", details, notes=notes)
     return 0
 

@@ -146,6 +146,9 @@ class TrainConfig:
     features_dir: str | None = None
     limit_train_batches: int = 0  # 0: all; >0 caps each epoch (smoke runs, tests)
     time_limit_s: float = 0.0  # 0: none; >0 ends this invocation's training after that many seconds
+    # 0: train.epochs; >0 ends this invocation after that epoch, the schedule still planned for
+    # train.epochs (a rung of emorec fit's successive halving; --resume goes on)
+    stop_after_epoch: int = 0
 
 
 @dataclass

@@ -107,37 +107,137 @@ def test_a_search_ending_with_best_built_and_scored_for_its_leader_takes_those_s
     assert again.test == first.test and first.test["num_samples"] > 0 and Path(first.test["report"]).is_file()
 
 
-def test_a_fine_tune_whose_first_rung_scores_worst_is_pruned(photos, tmp_path, monkeypatch):
-    """Two full fine-tunes (64 and 96 px for 40 px images), scores forced: the first rung of the
-    96 px one is below the 64 px one's, so successive halving stops it there; it is listed as
-    pruned with that score, and the 64 px one runs its three rungs (1, 2, 6 units of time)."""
-    import emorec.fit.search as search
-
-    forced = {"test_efficientnet-full-64px": [0.5, 0.6, 0.7], "test_efficientnet-full-96px": [0.2, 0.9, 0.9]}
-    seconds: dict[str, list[float]] = {}
+def forced_rungs(forced: dict[str, list[float]], calls: dict[str, list[dict]]):
+    """A fake runner for the full fine-tunes: the scores in `forced`, one per rung, and in `calls`
+    what each rung asked for (its epochs, the OneCycle's length, its seconds)."""
 
     def fake(candidate, budget):
         if candidate.id not in forced:
             return None
-        seconds.setdefault(candidate.id, []).append(budget.seconds)
-        score = forced[candidate.id][len(seconds[candidate.id]) - 1]
-        return {"val_macro_f1": score, "val_accuracy": score, "best_epoch": 1}
+        settings = dict(o.split("=", 1) for o in candidate.overrides if o.startswith("train."))
+        stop = int(settings["train.stop_after_epoch"])
+        calls.setdefault(candidate.id, []).append({"stop_after": stop, "epochs": int(settings["train.epochs"]),
+                                                   "seconds": budget.seconds})
+        score = forced[candidate.id][len(calls[candidate.id]) - 1]
+        return {"val_macro_f1": score, "val_accuracy": score, "best_epoch": stop, "epochs": stop}
 
-    calls: list[str] = []
-    spy_runners(monkeypatch, calls, fake=fake)
+    return fake
+
+
+def test_fine_tunes_run_rung_by_rung_and_the_worse_first_rung_is_pruned_even_when_it_reported_first(
+        photos, tmp_path, monkeypatch):
+    """Two full fine-tunes (64 and 96 px for 40 px images), scores forced: both train one epoch,
+    then the 64 px one, whose score is lower though it reported first (Optuna's asynchronous
+    pruner would have promoted it), is pruned with that score; the 96 px one, the one left, trains
+    on with the rest of the budget, its OneCycle re-planned before that last rung."""
+    import emorec.fit.search as search
+
+    forced = {"test_efficientnet-full-64px": [0.2], "test_efficientnet-full-96px": [0.5, 0.8]}
+    calls: dict[str, list[dict]] = {}
+    order: list[str] = []
+    spy_runners(monkeypatch, order, fake=forced_rungs(forced, calls))
     monkeypatch.setattr(search, "one_standard_error", lambda val_images: 1.0)  # the probe keeps the lead
     output = tmp_path / "search"
     result = fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
 
     rows = {r["candidate"]: r for r in leaderboard(output)}
-    pruned, kept = rows["test_efficientnet-full-96px"], rows["test_efficientnet-full-64px"]
+    pruned, kept = rows["test_efficientnet-full-64px"], rows["test_efficientnet-full-96px"]
     assert pruned["status"] == "pruned" and float(pruned["val_macro_f1"]) == 0.2 and "rung 1 of 3" in pruned["note"]
-    assert kept["status"] == "done" and float(kept["val_macro_f1"]) == 0.7
-    assert len(seconds["test_efficientnet-full-96px"]) == 1
-    unit = seconds["test_efficientnet-full-64px"][0]
-    assert seconds["test_efficientnet-full-64px"] == pytest.approx([unit, 2 * unit, 6 * unit])
-    assert kept["epochs"] and int(kept["epochs"]) >= 1, "the OneCycle's length: the longest rung's epochs"
+    assert kept["status"] == "done" and float(kept["val_macro_f1"]) == 0.8
+    finetunes = [c for c in order if "-full-" in c]
+    assert finetunes == ["test_efficientnet-full-64px", "test_efficientnet-full-96px", "test_efficientnet-full-96px"]
+    assert [c["stop_after"] for c in calls["test_efficientnet-full-64px"]] == [1]
+    first, last = calls["test_efficientnet-full-96px"]
+    assert first["stop_after"] == 1 and last["stop_after"] == last["epochs"] > 1, "the last rung runs to the end"
+    assert int(kept["epochs"]) == last["epochs"]
+    assert order.index("test_efficientnet-full-64px") > max(i for i, c in enumerate(order) if "logreg" in c), \
+        "small data: the frozen phase first"
     assert result.best["kind"] == "logreg"
+    assert json.loads((output / "candidates" / "test_efficientnet-full-96px" / "rungs.json").read_text())["reports"] \
+        == [[1, 0.5], [last["epochs"], 0.8]]
+
+
+def test_on_large_data_the_fine_tunes_run_first_and_one_that_wins_on_val_is_chosen(photos, tmp_path, monkeypatch):
+    """From FINETUNES_FIRST_TRAIN train images on (lowered here), the fine-tunes' rungs come before
+    the extraction, and a fine-tune ahead of every probe on val is the chosen model."""
+    import emorec.fit.search as search
+
+    monkeypatch.setattr(search, "FINETUNES_FIRST_TRAIN", 1)
+    forced = {"test_efficientnet-full-64px": [0.97, 0.99], "test_efficientnet-full-96px": [0.1]}
+    calls: dict[str, list[dict]] = {}
+    order: list[str] = []
+    fake = forced_rungs(forced, calls)
+
+    def weak_probes(candidate, budget):
+        if candidate.kind == "logreg":
+            return {"val_macro_f1": 0.3, "val_accuracy": 0.3, "cv_macro_f1": 0.3}
+        return fake(candidate, budget)
+
+    spy_runners(monkeypatch, order, fake=weak_probes)
+    installed = []
+    monkeypatch.setattr(search.BestModel, "promote", lambda self, row: installed.append(row["candidate"]))
+    monkeypatch.setattr(search.BestModel, "refit", lambda self, row: None)
+    output = tmp_path / "search"
+    result = fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
+
+    assert order[:3] == ["test_efficientnet-full-64px", "test_efficientnet-full-96px", "test_efficientnet-full-64px"]
+    assert any("logreg" in c for c in order[3:]), "the frozen phase still runs with what is left"
+    assert result.best["candidate"] == "test_efficientnet-full-64px" and installed[-1] == result.best["candidate"]
+
+
+def test_an_interrupted_fine_tune_resumes_its_rungs_without_running_them_again(photos, tmp_path, monkeypatch):
+    """Interrupted in the second fine-tune's first rung: the rerun tells the first one's new trial
+    its recorded score, does not run that rung again, and decides the rung on both scores."""
+    import emorec.fit.search as search
+    from emorec.training.result import TrainingInterrupted
+
+    forced = {"test_efficientnet-full-64px": [0.6, 0.7], "test_efficientnet-full-96px": [0.3]}
+    calls: dict[str, list[dict]] = {}
+    order: list[str] = []
+    fake = forced_rungs(forced, calls)
+
+    interrupted = []
+
+    def interrupt_after_the_first_rungs(candidate):
+        if candidate.id == "test_efficientnet-full-96px" and not interrupted:
+            interrupted.append(candidate.id)
+            raise TrainingInterrupted("interrupted by SIGTERM", 143)
+
+    def fake_with_checkpoint(candidate, budget):
+        scores = fake(candidate, budget)
+        if scores is not None:  # a rung leaves a checkpoint to resume, as the trainer does
+            run_dir = output / "candidates" / candidate.id / "checkpoints"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "last.pt").write_bytes(b"x")
+        return scores
+
+    spy_runners(monkeypatch, order, fake=fake_with_checkpoint, before=interrupt_after_the_first_rungs)
+    monkeypatch.setattr(search, "one_standard_error", lambda val_images: 1.0)
+    output = tmp_path / "search"
+    with pytest.raises(TrainingInterrupted):
+        fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
+    assert [c["stop_after"] for c in calls["test_efficientnet-full-64px"]] == [1]
+
+    fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
+    first, last = calls["test_efficientnet-full-64px"]
+    assert first["stop_after"] == 1 and last["stop_after"] > 1, "its first rung is not run again"
+    assert [c["stop_after"] for c in calls["test_efficientnet-full-96px"]] == [1]
+    rows = {r["candidate"]: r for r in leaderboard(output)}
+    assert rows["test_efficientnet-full-96px"]["status"] == "pruned"
+    assert rows["test_efficientnet-full-64px"]["status"] == "done"
+    assert float(rows["test_efficientnet-full-64px"]["val_macro_f1"]) == 0.7
+
+
+@pytest.mark.parametrize("values, live, kept", [
+    ({"a": 0.2, "b": 0.5}, ["a", "b"], ["b"]),
+    ({"a": 0.9, "b": 0.5, "c": 0.1}, ["a", "b", "c"], ["a"]),
+    ({n: v for n, v in zip("abcdef", (0.1, 0.6, 0.3, 0.5, 0.2, 0.4))}, list("abcdef"), ["b", "d"]),
+    ({"a": 0.9, "b": 0.5}, ["b"], []),  # a rival of another process leads: this one stops
+])
+def test_rung_survivors_are_the_top_third_of_those_that_reached_the_rung(values, live, kept):
+    from emorec.fit.study import rung_survivors
+
+    assert rung_survivors(values, live) == kept
 
 
 def test_a_large_val_split_scores_probes_on_val_alone(photos, tmp_path, monkeypatch):

@@ -117,3 +117,18 @@ def test_the_time_limit_ends_the_run_with_a_resumable_checkpoint(data, tmp_path)
     assert ckpt["epoch"] == 0 and ckpt["batch_in_epoch"] == 1, "stopped after the first optimiser step"
     resumed = train(load_config(tmp_path / "run" / "config.yaml", ["train.time_limit_s=0"]), resume=tmp_path / "run")
     assert resumed.epochs_completed == 2 and [r["epoch"] for r in metric_rows(tmp_path / "run")] == ["1", "2"]
+
+
+def test_stop_after_epoch_ends_a_rung_with_the_schedule_planned_for_every_epoch(data, tmp_path):
+    """fit's rungs: the first invocation stops after epoch 1 of a 3-epoch OneCycle, the resumed
+    one (a new train.epochs of 2: the plan measured again) finishes the same schedule, resized."""
+    first = train(tiny_config(data, tmp_path, "run", "train.epochs=3", "train.stop_after_epoch=1"))
+    assert first.stopped_early and first.epochs_completed == 1
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    steps = ckpt["scheduler"]["total_steps"]
+    assert ckpt["epoch"] == 1 and ckpt["scheduler"]["last_epoch"] == steps // 3, "a third of the planned steps"
+    resumed = train(load_config(tmp_path / "run" / "config.yaml", ["train.stop_after_epoch=0", "train.epochs=2"]),
+                    resume=tmp_path / "run")
+    assert resumed.epochs_completed == 2 and not resumed.stopped_early
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["scheduler"]
+    assert final["total_steps"] == 2 * steps // 3 and final["last_epoch"] == final["total_steps"], "decayed to the end"

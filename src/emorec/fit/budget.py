@@ -133,9 +133,10 @@ class Estimates:
             self.per_image[name] = seconds_per_image(name, self.image_size, self.device)
         return self.per_image[name]
 
-    def test_pass(self, name: str) -> float:
-        """The final test pass: model build, the test images through two TTA views, report."""
-        return 15.0 + OVERHEAD * self.counts["test"] * (2 * self.seconds_per_image(name) + self.decode_s)
+    def test_pass(self, name: str, views: int = 2, scale: float = 1.0) -> float:
+        """The final test pass: model build, the test images through `views` TTA views at `scale`
+        times the pixels of the search's image size, report."""
+        return 15.0 + OVERHEAD * self.counts["test"] * (views * scale * self.seconds_per_image(name) + self.decode_s)
 
     def extraction(self, name: str) -> float:
         """One multi-level extraction of `name` over train (centre, mirror and the augmented views)

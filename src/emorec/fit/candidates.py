@@ -11,7 +11,7 @@ With several backbones, also the ensemble of each backbone's best probe (their l
 one linear head of the backbone group). After the grid, where the budget allows, an LP-FT
 fine-tune of the best candidate (search.py decides when, and for how many epochs), and full
 fine-tunes of each backbone on the images at two input sizes from the recipe `emorec demo` would
-pick, run in rungs that the study's pruner can stop (search.py, study.py).
+pick, run in rungs of successive halving (search.py, study.py; first on large data).
 A candidate's id names its settings, so a resumed search knows which ones are done.
 """
 

@@ -23,8 +23,10 @@ study (`study.py`, OUTPUT/study.db or --storage), and `OUTPUT/leaderboard.csv` i
 them; a search run again with the same OUTPUT skips the finished ones (and resumes a trainer run
 that was interrupted), with the same settings only, and within what its earlier runs left of the
 budget (`state.py`, `budget.py`). Processes sharing a study each claim candidates no other has
-started. Full fine-tunes (after the LP-FT) run in rungs that Optuna's successive-halving pruner
-can stop; with CV_MAX_VAL val images or more, probes are scored on val alone. Candidate runs live under `OUTPUT/candidates/<id>/`
+started. Full fine-tunes run in rungs of epochs, every one's first rung before any goes on
+(successive halving, `_full_finetunes`): after the LP-FT on small data; on large data
+(FINETUNES_FIRST_TRAIN train images or more) before the extraction, with the whole budget to
+spend. With CV_MAX_VAL val images or more, probes are scored on val alone. Candidate runs live under `OUTPUT/candidates/<id>/`
 (logs and metrics; only the contenders for the lead, `Leaderboard.contenders`, keep their
 best.pt). The trainer's own console output goes to `OUTPUT/fit.log`; the console shows one line
 per candidate.
@@ -82,7 +84,7 @@ from emorec.fit.leaderboard import DONE, Leaderboard, one_standard_error
 from emorec.fit.probe import fit_logistic_regression
 from emorec.fit.runners import Runners, Workspace
 from emorec.fit.state import SearchState, search_splits, train_and_val
-from emorec.fit.study import PRUNED, RUNG_FACTOR, RUNGS, CandidateStudy
+from emorec.fit.study import FIRST_RUNG_EPOCHS, PRUNED, RUNG_FACTOR, RUNGS, CandidateStudy, rung_survivors
 
 MIN_FINETUNE_EPOCHS = 2
 # What a candidate is expected to take before one of its kind has run.
@@ -98,8 +100,11 @@ FINETUNE_START_S = 20.0
 # is at most 0.5 / sqrt(n) (`one_standard_error`), under one point of macro-F1 from 2,500 images,
 # finer than the differences the search acts on, so five more fits per probe buy nothing there.
 CV_MAX_VAL = 2500
-# The first rung of a full fine-tune holds at least this many (estimated) epochs, so it has a score.
-RUNG_MIN_EPOCHS = 1.5
+# From this many train images on, full fine-tunes run before the frozen-feature candidates and
+# their rungs may take the whole budget: there they beat frozen features (FER-2013, 28k train
+# images: faces.yaml 66.7% against the best frozen head's 60.0% for the same hour); below it,
+# where probes win (Emotion6, 1.3k), they come last and get what the frozen phase leaves.
+FINETUNES_FIRST_TRAIN = 10_000
 
 
 # Settings key prefix of each backbone (by tag); config keys that change how fast, not what, a
@@ -235,6 +240,7 @@ class _Search:
         self.manifest = search_splits(self.source, self.output, self.base.data, self.state)
         self.study = CandidateStudy(self.output, self.storage)
         self.trial = None  # the claim of the candidate running now
+        self.held: list = []  # the claims of full fine-tunes between their rungs
         self.board = Leaderboard(self.output / "leaderboard.csv")
         self._sync()
         # The probe fitter is looked up here, not in runners.py, so a test can replace it in this module.
@@ -266,6 +272,11 @@ class _Search:
             if row["status"] == DONE and row["kind"] != "extract" and row["seconds"]:
                 self.spent[row["kind"] + row["head"]] = float(row["seconds"])
         self.sizes, self.recipe = self._finetune_plan(finetune)
+        # Large data: fine-tunes first (FER-2013's hour went to the frozen phase, 60.0% against
+        # the face recipe's 66.7%, and no fine-tune ran); small data: the frozen phase first.
+        self.finetunes_first = bool(self.sizes) and self.counts["train"] >= FINETUNES_FIRST_TRAIN
+        if self.sizes and test and self.counts.get("test"):
+            self.test_reserve = max(self.test_reserve, self._finetune_test_pass(choices[0].name))
         planned = (len(choices) * (1 + len(FEATURE_VARIANTS) * self.per_set)
                    + (len(FEATURE_VARIANTS) * self.per_combined if len(choices) > 1 else 0) + int(finetune)
                    + len(choices) * len(self.sizes))
@@ -274,6 +285,8 @@ class _Search:
 
         sets = self.workspace.sets
         try:
+            if self.finetunes_first:
+                self._full_finetunes(choices, tags)
             extracted = []
             for index, (choice, tag) in enumerate(zip(choices, tags)):
                 caches = self._features(choice, tag, first=index == 0)
@@ -292,17 +305,16 @@ class _Search:
                         self._run(ensemble_candidate(features, member_sets(features, extracted)))
             if finetune:
                 self._finetune(finetune_epochs)
-            for choice, tag in zip(choices, tags):
-                for size in self.sizes:
-                    self._full_finetune(choice, tag, size)
+            if not self.finetunes_first:
+                self._full_finetunes(choices, tags)
         except (TrainingInterrupted, KeyboardInterrupt) as e:
             import signal
 
-            if self.trial is not None:  # the claim is let go: the next run tries it again (a fine-tune resumes)
-                self.study.finish(self.trial, {**self.trial.user_attrs.get("row", {}), "status": "failed",
-                                               "note": "interrupted"})
-                self.trial = None
-                self._sync()
+            # The claims are let go: the next run tries them again (a fine-tune resumes its rungs).
+            for trial in {id(t): t for t in [self.trial, *self.held] if t is not None}.values():
+                self.study.finish(trial, {**trial.user_attrs.get("row", {}), "status": "failed", "note": "interrupted"})
+            self.trial, self.held = None, []
+            self._sync()
 
             signum = e.exit_code - 128 if isinstance(e, TrainingInterrupted) else int(signal.SIGINT)
             done = sum(r["status"] == DONE for r in self.board.rows)
@@ -400,7 +412,7 @@ class _Search:
             estimate = self.estimates.extraction(choice.name)
             if not self.budget.allows(estimate, self._reserve()):
                 self._short_of("extraction", estimate)
-                if first and not self.workspace.sets:
+                if first and not self.workspace.sets and self.board.best() is None:
                     images = self.counts["train"] + self.counts["val"]
                     raise EmorecError(self._too_short(f"extraction alone needs ~{duration_text(estimate)} here "
                                                       f"({choice.name}, {images} images)",
@@ -524,54 +536,166 @@ class _Search:
         sizes = tuple(self.finetune_sizes) if self.finetune_sizes else ((64, 96) if small else (160, 224))
         return sizes, recipe
 
-    def _full_finetune(self, choice: BackboneChoice, tag: str, size: int) -> None:
-        """A full fine-tune of `choice` at `size` px from the recipe, in rungs of training time
-        (1, 3, 9 units in all); after each the pruner keeps it only while it is among the best
-        fine-tunes that reached that rung (`study.py`). Each rung resumes the run's last checkpoint."""
+    def _finetune_test_pass(self, name: str) -> float:
+        """The test pass of a full fine-tune at the largest size, through its recipe's TTA views."""
+        from emorec.config import load_config
+
+        ev = load_config(self.recipe).eval
+        views = 10 if ev.tta and ev.tta_mode == "ten-crop" else 1 + int(ev.tta and ev.tta_hflip) + ev.tta_crops
+        return self.estimates.test_pass(name, views=views, scale=(max(self.sizes) / self.image_size) ** 2)
+
+    def _full_finetunes(self, choices: list[BackboneChoice], tags: list[str]) -> None:
+        """Successive halving over the full fine-tunes, rung by rung: each one this process can
+        claim trains to the first rung's epochs, then only the top 1/RUNG_FACTOR of those that
+        reached the rung go on (`rung_survivors`; the others are pruned), to RUNG_FACTOR times the
+        epochs; the last one standing (or each of those left at the last rung) trains on with its
+        share of what is left. Each rung resumes the run's last checkpoint; a fine-tune's OneCycle
+        is planned at its claim as if it were the one left, and re-planned before its last rung from
+        the epoch time its earlier rungs measured (the forward-pass estimate was 1.3x short at 96 px
+        on FER-2013), so the one that wins gets the whole decay within the budget."""
+        held = []
+        for choice, tag in zip(choices, tags):
+            for size in self.sizes:
+                entry = self._claim_finetune(choice, tag, size)
+                if entry is not None:
+                    held.append(entry)
+                    self.held.append(entry.trial)
+                    self.trial = None
+        if not held:
+            return
+        self._plan_epochs(held)
+        live, rung = held, 0
+        while live:
+            if len(live) == 1 or rung == RUNGS - 1:
+                for index, entry in enumerate(live):
+                    self._last_rung(entry, len(live) - index)
+                return
+            target = FIRST_RUNG_EPOCHS * RUNG_FACTOR ** rung
+            for entry in list(live):
+                if entry.reported(target):
+                    continue
+                cost = (target - entry.epochs_done) * entry.epoch_s
+                if not self.budget.allows(cost + FINETUNE_START_S, self._reserve()):
+                    note = f"rung {rung + 1} needs ~{cost:.0f} s, {self.budget.remaining():.0f} s left"
+                    for rest in live[live.index(entry):]:
+                        self._close_finetune(rest, DONE, f"stopped before rung {rung + 1} of {RUNGS} by the "
+                                                         f"budget", note)
+                    live = live[:live.index(entry)]
+                    break
+                if not self._run_rung(entry, target, cost):
+                    live.remove(entry)
+            values = self.study.rung_values(target)
+            going_on = rung_survivors(values, [e.candidate.id for e in live])
+            for entry in live:
+                if entry.candidate.id not in going_on:
+                    self._close_finetune(entry, PRUNED, f"pruned after rung {rung + 1} of {RUNGS}: "
+                                                        f"{entry.last_score:.4f}, {len(going_on)} of {len(values)} go on")
+            live = [e for e in live if e.candidate.id in going_on]
+            rung += 1
+
+    def _claim_finetune(self, choice: BackboneChoice, tag: str, size: int) -> _FineTune | None:
         candidate = full_finetune_candidate(choice, tag, size, self.recipe)
         if not self._claim(candidate):
-            return
+            return None
         run_dir = self.workspace.run_dir(candidate)
+        # Its first epochs: the forward-pass estimate scaled by pixels, until a rung measures them.
+        estimate = self.estimates.finetune_epoch(choice.name) * (size / self.image_size) ** 2
+        entry = _FineTune(candidate, self.trial, run_dir, estimate)
         rungs = _read_rungs(run_dir)
-        if rungs is None:
-            per_epoch = self.estimates.finetune_epoch(choice.name) * (size / self.image_size) ** 2
-            left = [r for r in self.board.rows if "-full-" in r["candidate"] and r["status"] not in (DONE, PRUNED)]
-            units = RUNG_FACTOR ** (RUNGS - 1) * max(1, len(left))
-            unit = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / units
-            if unit < RUNG_MIN_EPOCHS * per_epoch:
-                self._skip(candidate, f"a rung needs ~{RUNG_MIN_EPOCHS * per_epoch:.0f} s, {max(unit, 0):.0f} s left")
-                return
-            recipe_epochs = load_recipe_epochs(self.recipe)
-            # The OneCycle is planned for the longest rung (all three: the epochs 9 units are
-            # expected to hold), so a fine-tune that survives every rung gets the whole decay,
-            # and one stopped early has trained at its peak rate (training/optim.py has no
-            # warmup-stable-decay schedule, the one that suits an unknown length).
-            epochs = max(1, min(recipe_epochs, int(unit * RUNG_FACTOR ** (RUNGS - 1) // per_epoch)))
-            rungs = {"unit_s": unit, "epochs": epochs, "reports": []}
-        candidate.settings["epochs"] = rungs["epochs"]
-        candidate.overrides = (*candidate.overrides, f"train.epochs={rungs['epochs']}",
-                               f"data.num_workers={self.workers}", f"train.device={self.base.train.device}")
+        if rungs is not None:  # an interrupted search's rungs, told to the new trial
+            entry.rungs, entry.scores = rungs, dict(rungs.get("scores") or {})
+            entry.epoch_s = float(rungs.get("epoch_s") or estimate)
+            entry.epochs_done = int(rungs.get("epochs_done") or 0)
+            for step, value in rungs["reports"]:
+                entry.trial.report(value, step)
+        return entry
 
-        def rung_by_rung() -> dict:
-            for step, value in rungs["reports"]:  # an interrupted fine-tune's rungs, told to its new trial
-                self.trial.report(value, step)
-            scores: dict = {}
-            for rung in range(len(rungs["reports"]), RUNGS):
-                step = RUNG_FACTOR ** rung
-                seconds = rungs["unit_s"] * (step - (RUNG_FACTOR ** (rung - 1) if rung else 0))
-                if rung and not self.budget.allows(seconds, self._reserve()):
-                    return {**scores, "status": DONE, "note": f"stopped after rung {rung} of {RUNGS} by the budget"}
-                scores = self.runners.run(candidate, self.budget.share(seconds))
-                rungs["reports"].append((step, float(scores["val_macro_f1"])))
-                _write_rungs(run_dir, rungs)
-                self.trial.report(float(scores["val_macro_f1"]), step)
-                if int(scores.get("epochs") or 0) >= rungs["epochs"]:
-                    break
-                if rung < RUNGS - 1 and self.trial.should_prune():
-                    return {**scores, "status": PRUNED, "note": f"pruned after rung {rung + 1} of {RUNGS}"}
-            return {**scores, "status": DONE, "note": f"{len(rungs['reports'])} of {RUNGS} rungs"}
+    def _plan_epochs(self, held: list[_FineTune]) -> None:
+        """Each fine-tune's OneCycle length (train.epochs), set at its first rung: the epochs the
+        budget holds for it if the others stop at their first rung (at most the recipe's)."""
+        recipe_epochs = load_recipe_epochs(self.recipe)
+        left = self.budget.remaining() - self._reserve() - FINETUNE_START_S * len(held)
+        first = {id(e): FIRST_RUNG_EPOCHS * e.epoch_s for e in held}
+        for entry in held:
+            if "epochs" in entry.rungs:
+                continue
+            mine = left - sum(cost for key, cost in first.items() if key != id(entry))
+            entry.rungs["epochs"] = max(FIRST_RUNG_EPOCHS, min(recipe_epochs, int(mine // entry.epoch_s)))
 
-        self._execute(candidate, rung_by_rung)
+    def _run_rung(self, entry: _FineTune, rung_epochs: int, cost: float) -> bool:
+        """`entry` trained to epoch `rung_epochs` (at most its planned epochs), its score reported
+        at that step; False when it failed (it is closed as failed)."""
+        from emorec.training.result import TrainingInterrupted
+
+        self.trial = entry.trial
+        stop_after = min(rung_epochs, entry.rungs["epochs"])
+        # Twice the expected time at most, so one slow rung cannot eat the others' budget.
+        limit = min(self.budget.remaining() - self._reserve(), 2 * cost + FINETUNE_START_S)
+        entry.candidate.settings["epochs"] = entry.rungs["epochs"]
+        entry.candidate.overrides = (*entry.base_overrides, f"train.epochs={entry.rungs['epochs']}",
+                                     f"train.stop_after_epoch={stop_after}", f"data.num_workers={self.workers}",
+                                     f"train.device={self.base.train.device}")
+        started = time.monotonic()
+        try:
+            with self.workspace.quiet():
+                scores = self.runners.run(entry.candidate, self.budget.share(max(1.0, limit)))
+        except TrainingInterrupted:
+            raise
+        except Exception as e:  # noqa: BLE001 - like _execute: this fine-tune ends, the search goes on
+            failure = self._failure(e)
+            release_memory()
+            entry.seconds += time.monotonic() - started
+            self._close_finetune(entry, "failed", failure)
+            return False
+        seconds = time.monotonic() - started
+        done = int(scores.get("epochs") or stop_after)
+        if done > entry.epochs_done:
+            entry.epoch_s = seconds / (done - entry.epochs_done)
+        entry.seconds += seconds
+        entry.scores, entry.epochs_done = scores, done
+        entry.rungs["reports"].append((rung_epochs, float(scores["val_macro_f1"])))
+        entry.rungs.update(epoch_s=entry.epoch_s, epochs_done=done, scores=scores)
+        _write_rungs(entry.run_dir, entry.rungs)
+        entry.trial.report(float(scores["val_macro_f1"]), rung_epochs)
+        self.trial = None
+        return True
+
+    def _last_rung(self, entry: _FineTune, sharing: int) -> None:
+        """The one left (or one of `sharing` left at the last rung): trains with its share of the
+        budget, its OneCycle re-planned to the epochs that share holds at its measured epoch time."""
+        share = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / sharing
+        more = int(share // entry.epoch_s) if entry.epoch_s > 0 else 0
+        if more < 1:
+            if entry.scores:
+                self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs; the budget holds no more "
+                                                  f"epochs (~{entry.epoch_s:.0f} s each, {max(share, 0):.0f} s left)")
+            else:
+                self._close_finetune(entry, "skipped", f"budget: an epoch takes ~{entry.epoch_s:.0f} s, "
+                                                       f"{max(share, 0):.0f} s left")
+            return
+        recipe_epochs = load_recipe_epochs(self.recipe)
+        entry.rungs["epochs"] = min(recipe_epochs, max(entry.epochs_done + more, FIRST_RUNG_EPOCHS))
+        if entry.epochs_done >= entry.rungs["epochs"] and entry.scores:
+            self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs, all its epochs")
+            return
+        cost = (entry.rungs["epochs"] - entry.epochs_done) * entry.epoch_s
+        if self._run_rung(entry, entry.rungs["epochs"], max(cost, share / 2)):
+            self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs, {entry.epochs_done} of "
+                                              f"{entry.rungs['epochs']} epochs")
+
+    def _close_finetune(self, entry: _FineTune, status: str, note: str, why: str = "") -> None:
+        """Record `entry` as done or pruned (with its last scores), failed or skipped."""
+        self.trial = entry.trial
+        if entry.trial in self.held:
+            self.held.remove(entry.trial)
+        if status in (DONE, PRUNED) and not entry.scores:
+            status, note = "skipped", f"budget: {why or note}"
+        if status == "skipped":
+            self._skip(entry.candidate, note.removeprefix("budget: "))
+            return
+        entry.candidate.settings["epochs"] = entry.rungs.get("epochs", "")
+        self._finish(entry.candidate, {**entry.scores, "status": status, "note": note, "seconds": entry.seconds},
+                     entry.run_dir)
 
     def _execute(self, candidate: Candidate, work: Callable[[], dict] | None = None) -> None:
         """Run `candidate` (claimed) with what is left of the budget (less the test pass's
@@ -660,6 +784,31 @@ class _Search:
         else:
             text = f"{row['candidate']:<48} {row.get('status')}: {row.get('note', '')}"
         tqdm.write(text)
+
+
+@dataclass
+class _FineTune:
+    """A claimed full fine-tune between its rungs: its trial, rung plan (rungs.json) and scores."""
+
+    candidate: Candidate
+    trial: Any
+    run_dir: Path
+    epoch_s: float  # seconds per epoch: estimated, then measured by its rungs
+    rungs: dict = field(default_factory=lambda: {"reports": []})
+    scores: dict = field(default_factory=dict)
+    epochs_done: int = 0
+    seconds: float = 0.0
+    base_overrides: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.base_overrides = self.base_overrides or self.candidate.overrides
+
+    def reported(self, rung_epochs: int) -> bool:
+        return any(step >= rung_epochs for step, _ in self.rungs["reports"])
+
+    @property
+    def last_score(self) -> float:
+        return float(self.scores.get("val_macro_f1", float("nan")))
 
 
 def _cells(row: dict) -> dict[str, str]:

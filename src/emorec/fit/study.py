@@ -4,7 +4,7 @@
 A trial carries the candidate's id (`candidate`) and its leaderboard row (`row`: settings and
 scores) as user attributes; its value is the val macro-F1. Finished trials are what a rerun skips,
 and `OUTPUT/leaderboard.csv` is written from them (`rows`). A done candidate is COMPLETE, a
-fine-tune stopped by the pruner PRUNED (with its last score), a failed, skipped or interrupted one
+fine-tune stopped at a rung (`rung_survivors`) PRUNED (with its last score), a failed, skipped or interrupted one
 FAIL (tried again by the next run).
 
 Claims: a process takes a candidate by creating a RUNNING trial that names it and its claimant
@@ -25,11 +25,16 @@ from pathlib import Path
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "emorec-fit"
-# Successive halving (Jamieson & Talwalkar 2016; Li et al. 2018's asynchronous form, which is
-# Optuna's): a fine-tune goes on past a rung only while in the top 1/RUNG_FACTOR of the fine-tunes
-# that reached it. Rungs end at 1, 3, 9 units of training time.
+# Successive halving (Jamieson & Talwalkar 2016): a fine-tune goes on past a rung only while in the
+# top 1/RUNG_FACTOR of the fine-tunes that reached it (`rung_survivors`). Rungs end at 1, 3, 9
+# epochs (FIRST_RUNG_EPOCHS times powers of RUNG_FACTOR), the last one standing trains on to the
+# budget. The rule is applied when every fine-tune of the rung has reported, not by Optuna's
+# SuccessiveHalvingPruner: that is ASHA's asynchronous rule (Li et al. 2020), under which the first
+# trial to reach a rung is always promoted, so with fine-tunes run rung by rung in one process
+# the first would never be stopped (a 2-way rung kept the worse one whenever it reported first).
 RUNG_FACTOR = 3
 RUNGS = 3
+FIRST_RUNG_EPOCHS = 1
 DONE, PRUNED, FAILED, SKIPPED, RUNNING = "done", "pruned", "failed", "skipped", "running"
 
 
@@ -56,8 +61,7 @@ class CandidateStudy:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             storage=storage_url(output, storage), study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
-            pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=RUNG_FACTOR,
-                                                          min_early_stopping_rate=0))
+            pruner=optuna.pruners.NopPruner())  # rung decisions: rung_survivors
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.claimant = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
 
@@ -137,6 +141,16 @@ class CandidateStudy:
             value=float(value) if done and value not in (None, "") else (0.0 if done else None),
             user_attrs={"candidate": row["candidate"], "row": row, "claimant": self.claimant}))
 
+    def rung_values(self, step: int) -> dict[str, float]:
+        """candidate id -> the val score it reported after `step` epochs, over every trial of the
+        study (this process's and others'), a released claim's excepted."""
+        values: dict[str, float] = {}
+        for t in self._trials():
+            name = t.user_attrs.get("candidate")
+            if name is not None and not t.user_attrs.get("released") and step in t.intermediate_values:
+                values[name] = max(values.get(name, float("-inf")), float(t.intermediate_values[step]))
+        return values
+
     def rows(self) -> list[dict]:
         """One leaderboard row per candidate, in the order candidates were first tried: its
         COMPLETE trial, else PRUNED, else a live claim, else its last failed or skipped one."""
@@ -153,3 +167,11 @@ class CandidateStudy:
                 chosen[name] = (key, chosen.get(name, (None, t.number))[1], t)
         ordered = sorted(chosen.values(), key=lambda c: c[1])
         return [dict(c[2].user_attrs.get("row", {})) for c in ordered]
+
+
+def rung_survivors(values: dict[str, float], live: list[str], factor: int = RUNG_FACTOR) -> list[str]:
+    """The ones of `live` that go on past a rung: the top max(1, n // factor) of the n fine-tunes
+    that reported there (`values`, candidate id -> score; the earlier-listed wins a tie)."""
+    keep = max(1, len(values) // factor)
+    top = set(sorted(values, key=lambda name: -values[name])[:keep])
+    return [name for name in live if name in top]

@@ -389,8 +389,9 @@ class _Run:
         if st.start_epoch >= cfg.train.epochs or (st.early.should_stop and self.ckpt is not None):
             self.log.info("nothing to do: %d of %d epochs done%s", st.start_epoch, cfg.train.epochs,
                           " (stopped early)" if st.early.should_stop else "; pass --set train.epochs=N to extend")
+        last = min(cfg.train.epochs, cfg.train.stop_after_epoch or cfg.train.epochs)
         with StopRequest() as stop:
-            for epoch in range(st.start_epoch, cfg.train.epochs):
+            for epoch in range(st.start_epoch, last):
                 if st.early.should_stop:
                     stopped_early = True
                     break
@@ -426,6 +427,11 @@ class _Run:
                     stopped_early = True
                     self.log.info("early stopping: no %s improvement for %d epochs (best %.4f at epoch %d)",
                                   cfg.train.monitor, st.early.patience, st.early.best, st.early.best_epoch)
+                    break
+                if epoch + 1 == last < cfg.train.epochs:
+                    stopped_early = True
+                    self.log.info("stopped after epoch %d of %d (train.stop_after_epoch; emorec train --resume %s "
+                                  "continues)", epoch + 1, cfg.train.epochs, self.run_dir)
                     break
                 if self._out_of_time() and epoch + 1 < cfg.train.epochs:
                     stopped_early = True
