@@ -4,16 +4,17 @@ Static quantization (weights and activations in int8, activation ranges calibrat
 training images) in the QDQ format with per-channel weight scales: the format ONNX Runtime
 recommends for CPUs, and per-channel scales keep depthwise convolutions (EfficientNet, MobileNet)
 accurate where one scale per tensor loses them. Calibration takes the 99.999th percentile of each
-activation over a few hundred training images (prepared with the same PIL + numpy preprocessing
-that serving uses): on a tf_efficientnet_lite0 head-only run on Emotion6 it kept 82.7% of val top-1
-labels against MinMax's 76.3% (benchmarks/RESULTS.md, "INT8").
+activation over a few hundred training images, spread over the split and prepared with the same
+PIL + numpy preprocessing that serving uses, one batch at a time (bounded memory).
 
-A quantized model is written only when it agrees with the fp32 model on the val split: top-1
-agreement of at least `MIN_AGREEMENT` and macro-F1 no more than `MAX_F1_DROP` below fp32's. When
-the fully quantized model misses that, the first layers are kept in fp32, a growing share
-(`FP32_FRACTIONS`), until it agrees; if none does, the export is refused with the figures.
-The shape arithmetic of TensorFlow-style padding is never quantized (`padding_arithmetic`). What was measured is stored in the model's
-metadata (`int8_check`), so `predict` and `serve` can say what they are running.
+The shape arithmetic of TensorFlow-style 'same' padding is never quantized (`padding_arithmetic`):
+rounded pad amounts were what made the built-in faces model agree with fp32 on only 65% of its
+val labels (benchmarks/RESULTS.md, "INT8"). A quantized model is written only when it agrees
+with the fp32 model on the val split: top-1 agreement of at least `MIN_AGREEMENT` and macro-F1
+no more than `MAX_F1_DROP` below fp32's. When the fully quantized model misses that, the first
+layers are kept in fp32, a growing share (`FP32_FRACTIONS`), until it agrees; if none does, the
+export is refused with the figures. What was measured is stored in the model's metadata
+(`int8_check`, with `fp32_fraction`), so `predict` and `serve` can say what they are running.
 """
 
 from __future__ import annotations
@@ -75,9 +76,21 @@ def _prepared(items: list[tuple[Path, str]], preprocessing: Preprocessing) -> tu
 def _calibration_reader(arrays: np.ndarray, input_name: str):
     from onnxruntime.quantization import CalibrationDataReader
 
+    starts = range(0, len(arrays), CALIBRATION_BATCH)
+
     class Batches(CalibrationDataReader):
+        """The calibration batches; `set_range` (in batches) lets ONNX Runtime collect them a
+        stride at a time (CalibStridedMinMax), so histograms are built per batch instead of from
+        every batch's activations held at once (21 GB for a multi-level lite0 model at 224 px)."""
+
         def __init__(self):
-            self.starts = iter(range(0, len(arrays), CALIBRATION_BATCH))
+            self.set_range(0, len(starts))
+
+        def __len__(self):
+            return len(starts)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.starts = iter(starts[start_index:end_index])
 
         def get_next(self):
             start = next(self.starts, None)
@@ -135,7 +148,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: np.ndarray, fp3
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
                         nodes_to_exclude=_kept_in_fp32(onnx.load(str(prepared)).graph, fp32_fraction),
-                        extra_options={"CalibTensorRangeSymmetric": False})
+                        extra_options={"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": 1})
     quantized = onnx.load(str(out_path))
     del quantized.metadata_props[:]
     for key, value in metadata.items():
