@@ -233,6 +233,7 @@ RANGES: dict[str, str] = {
     "train.checkpoint_every_steps": "[0, inf)",  # 0: only at epoch end
     "train.limit_train_batches": "[0, inf)",  # 0: every batch
     "train.time_limit_s": "[0, inf)",  # 0: no limit
+    "train.stop_after_epoch": "[0, inf)",  # 0: train.epochs
     # data.views.CROP_ANCHORS holds the centre and four corners; more crops repeat views.
     "eval.tta_crops": "[0, 5]",
     "eval.batch_size": "[1, inf)",
