@@ -12,6 +12,7 @@ fresh process.
 
     python benchmarks/bench_int8.py                  # faces and photos (about 4 minutes)
     python benchmarks/bench_int8.py --models faces
+    python benchmarks/bench_int8.py --quick          # faces only, one timing repeat
 Last line: `int8: emorec X vs reference Y images/s ratio=R`: the INT8 and fp32 figures of the
 first model at batch 1; every model, batch and the check's figures are in results/int8.json.
 """
@@ -128,6 +129,8 @@ def main(argv=None) -> int:
     if args.speed_of:
         speed_of(args)
         return 0
+    if args.quick:  # the faces model alone, one timing repeat: about 1.5 minutes
+        args.models, args.repeats = "faces", args.repeats or 1
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
