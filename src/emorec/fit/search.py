@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from emorec.config import Config
+from emorec.config import Config, load_config
 from emorec.errors import EmorecError
 from emorec.file_lock import exclusive
 from emorec.features.extract import ExtractionDeadline
@@ -240,7 +240,7 @@ class _Search:
         self.manifest = search_splits(self.source, self.output, self.base.data, self.state)
         self.study = CandidateStudy(self.output, self.storage)
         self.trial = None  # the claim of the candidate running now
-        self.held: list = []  # the claims of full fine-tunes between their rungs
+        self.held: list[_FineTune] = []  # full fine-tunes claimed, between their rungs
         self.board = Leaderboard(self.output / "leaderboard.csv")
         self._sync()
         # The probe fitter is looked up here, not in runners.py, so a test can replace it in this module.
@@ -272,6 +272,7 @@ class _Search:
             if row["status"] == DONE and row["kind"] != "extract" and row["seconds"]:
                 self.spent[row["kind"] + row["head"]] = float(row["seconds"])
         self.sizes, self.recipe = self._finetune_plan(finetune)
+        self.recipe_config = load_config(self.recipe) if self.recipe else None
         # Large data: fine-tunes first (FER-2013's hour went to the frozen phase, 60.0% against
         # the face recipe's 66.7%, and no fine-tune ran); small data: the frozen phase first.
         self.finetunes_first = bool(self.sizes) and self.counts["train"] >= FINETUNES_FIRST_TRAIN
@@ -311,7 +312,7 @@ class _Search:
             import signal
 
             # The claims are let go: the next run tries them again (a fine-tune resumes its rungs).
-            for trial in {id(t): t for t in [self.trial, *self.held] if t is not None}.values():
+            for trial in {id(t): t for t in [self.trial, *(e.trial for e in self.held)] if t is not None}.values():
                 self.study.finish(trial, {**trial.user_attrs.get("row", {}), "status": "failed", "note": "interrupted"})
             self.trial, self.held = None, []
             self._sync()
@@ -538,10 +539,10 @@ class _Search:
 
     def _finetune_test_pass(self, name: str) -> float:
         """The test pass of a full fine-tune at the largest size, through its recipe's TTA views."""
-        from emorec.config import load_config
+        from emorec.evaluation.tta import num_views
 
-        ev = load_config(self.recipe).eval
-        views = 10 if ev.tta and ev.tta_mode == "ten-crop" else 1 + int(ev.tta and ev.tta_hflip) + ev.tta_crops
+        ev = self.recipe_config.eval
+        views = num_views(ev) if ev.tta else 1
         return self.estimates.test_pass(name, views=views, scale=(max(self.sizes) / self.image_size) ** 2)
 
     def _full_finetunes(self, choices: list[BackboneChoice], tags: list[str]) -> None:
@@ -559,7 +560,7 @@ class _Search:
                 entry = self._claim_finetune(choice, tag, size)
                 if entry is not None:
                     held.append(entry)
-                    self.held.append(entry.trial)
+                    self.held.append(entry)
                     self.trial = None
         if not held:
             return
@@ -613,7 +614,7 @@ class _Search:
     def _plan_epochs(self, held: list[_FineTune]) -> None:
         """Each fine-tune's OneCycle length (train.epochs), set at its first rung: the epochs the
         budget holds for it if the others stop at their first rung (at most the recipe's)."""
-        recipe_epochs = load_recipe_epochs(self.recipe)
+        recipe_epochs = self.recipe_config.train.epochs
         left = self.budget.remaining() - self._reserve() - FINETUNE_START_S * len(held)
         first = {id(e): FIRST_RUNG_EPOCHS * e.epoch_s for e in held}
         for entry in held:
@@ -673,8 +674,7 @@ class _Search:
                 self._close_finetune(entry, "skipped", f"budget: an epoch takes ~{entry.epoch_s:.0f} s, "
                                                        f"{max(share, 0):.0f} s left")
             return
-        recipe_epochs = load_recipe_epochs(self.recipe)
-        entry.rungs["epochs"] = min(recipe_epochs, max(entry.epochs_done + more, FIRST_RUNG_EPOCHS))
+        entry.rungs["epochs"] = min(self.recipe_config.train.epochs, max(entry.epochs_done + more, FIRST_RUNG_EPOCHS))
         if entry.epochs_done >= entry.rungs["epochs"] and entry.scores:
             self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs, all its epochs")
             return
@@ -686,8 +686,8 @@ class _Search:
     def _close_finetune(self, entry: _FineTune, status: str, note: str, why: str = "") -> None:
         """Record `entry` as done or pruned (with its last scores), failed or skipped."""
         self.trial = entry.trial
-        if entry.trial in self.held:
-            self.held.remove(entry.trial)
+        if entry in self.held:
+            self.held.remove(entry)
         if status in (DONE, PRUNED) and not entry.scores:
             status, note = "skipped", f"budget: {why or note}"
         if status == "skipped":
@@ -786,7 +786,7 @@ class _Search:
         tqdm.write(text)
 
 
-@dataclass
+@dataclass(eq=False)  # one claim: compared by identity
 class _FineTune:
     """A claimed full fine-tune between its rungs: its trial, rung plan (rungs.json) and scores."""
 
@@ -833,8 +833,3 @@ def _write_rungs(run_dir: Path, rungs: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUNGS_FILE).write_text(json.dumps(rungs))
 
-
-def load_recipe_epochs(recipe: Path) -> int:
-    from emorec.config import load_config
-
-    return int(load_config(recipe).train.epochs)
