@@ -13,6 +13,8 @@ fresh process.
     python benchmarks/bench_int8.py                  # faces and photos (about 4 minutes)
     python benchmarks/bench_int8.py --models faces
     python benchmarks/bench_int8.py --quick          # faces only, one timing repeat
+    python benchmarks/bench_int8.py --models faces --sweep 0,0.05,0.1,0.15,0.2,0.3
+                                                     # + each share of leading layers in fp32: agreement, speed
 Last line: `int8: emorec X vs reference Y images/s ratio=R`: the INT8 and fp32 figures of the
 first model at batch 1; every model, batch and the check's figures are in results/int8.json.
 """
@@ -41,6 +43,8 @@ def build_parser():
     p = C.parser(__doc__)
     p.add_argument("--models", default="faces,photos", help="built-in models, comma-separated")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/emorec_bench_int8"))
+    p.add_argument("--sweep", default="", help="also quantize with each of these shares of the leading layers in fp32 "
+                   "(comma-separated, e.g. 0,0.1,0.3) and report each one's agreement and speed")
     p.add_argument("--speed-of", type=Path, help=argparse.SUPPRESS)  # internal: time one exported pair, print JSON
     return p
 
@@ -100,6 +104,33 @@ def speed_of(args) -> None:
                            args.repeats)))
 
 
+def sweep(name: str, fractions: list[float], args) -> list[dict]:
+    """The faces or photos model quantized with each share of its leading layers in fp32, checked
+    as `quantize_run` checks its tries and timed: what each step of the FP32_FRACTIONS ladder trades."""
+    import shutil
+
+    from emorec.serving import quantize as Q
+    from emorec.serving.onnx_runtime import OnnxClassifier
+
+    out_dir, home = args.work_dir / name, args.work_dir / f"{name}-data"
+    fp32_path = out_dir / "model.onnx"
+    fp32 = OnnxClassifier(fp32_path)
+    calibration, _ = Q._prepared(Q._split_paths(home, "train", Q.CALIBRATION_IMAGES), fp32.preprocessing)
+    check, labels = Q._prepared(Q._split_paths(home, "val", Q.CHECK_IMAGES), fp32.preprocessing)
+    rows = []
+    for fraction in fractions:
+        folder = out_dir / f"sweep-{fraction:g}"
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(fp32_path, folder / "model.onnx")
+        Q.quantize_model(fp32_path, folder / Q.INT8_FILE_NAME, calibration, fraction)
+        figures = Q.compare(fp32, OnnxClassifier(folder / Q.INT8_FILE_NAME), check, labels)
+        row = {"fp32_fraction": fraction, **figures, "speed": speed_in_new_process(folder, home, args)}
+        C.log(f"{name}, first {fraction:.0%} in fp32: agreement {figures['top1_agreement']:.2%}, macro-F1 "
+              f"{100 * figures['macro_f1_int8']:.1f} vs {100 * figures['macro_f1_fp32']:.1f}; {row['speed']}")
+        rows.append(row)
+    return rows
+
+
 def one_model(name: str, args) -> dict:
     from emorec.errors import EmorecError
     from emorec.serving import quantize as Q
@@ -121,6 +152,8 @@ def one_model(name: str, args) -> dict:
               "size_mb": {"fp32": round(fp32_path.stat().st_size / 1e6, 2), "int8": round(int8_path.stat().st_size / 1e6, 2)},
               "speed": speed_in_new_process(out_dir, home, args)}
     C.log(f"{name}: {result['description']}; {result['speed']}")
+    if args.sweep:
+        result["sweep"] = sweep(name, [float(f) for f in args.sweep.split(",") if f.strip()], args)
     return result
 
 
