@@ -124,6 +124,17 @@ def forced_rungs(forced: dict[str, list[float]], calls: dict[str, list[dict]]):
     return fake
 
 
+def probes_scoring(score: float, fake):
+    """A fake runner: every probe scores `score` (val and cross-validated), the rest go to `fake`."""
+
+    def run(candidate, budget):
+        if candidate.kind == "logreg":
+            return {"val_macro_f1": score, "val_accuracy": score, "cv_macro_f1": score}
+        return fake(candidate, budget)
+
+    return run
+
+
 def test_fine_tunes_run_rung_by_rung_and_the_worse_first_rung_is_pruned_even_when_it_reported_first(
         photos, tmp_path, monkeypatch):
     """Two full fine-tunes (64 and 96 px for 40 px images), scores forced: both train one epoch,
@@ -166,14 +177,7 @@ def test_on_large_data_the_fine_tunes_run_first_and_one_that_wins_on_val_is_chos
     forced = {"test_efficientnet-full-64px": [0.97, 0.99], "test_efficientnet-full-96px": [0.1]}
     calls: dict[str, list[dict]] = {}
     order: list[str] = []
-    fake = forced_rungs(forced, calls)
-
-    def weak_probes(candidate, budget):
-        if candidate.kind == "logreg":
-            return {"val_macro_f1": 0.3, "val_accuracy": 0.3, "cv_macro_f1": 0.3}
-        return fake(candidate, budget)
-
-    spy_runners(monkeypatch, order, fake=weak_probes)
+    spy_runners(monkeypatch, order, fake=probes_scoring(0.3, forced_rungs(forced, calls)))
     installed = []
     monkeypatch.setattr(search.BestModel, "promote", lambda self, row: installed.append(row["candidate"]))
     monkeypatch.setattr(search.BestModel, "refit", lambda self, row: None)
@@ -197,14 +201,7 @@ def test_a_fine_tune_far_behind_the_frozen_leader_stops_at_its_rung(photos, tmp_
     forced = {"test_efficientnet-full-64px": [0.3], "test_efficientnet-full-96px": [best_first_rung, 0.55]}
     calls: dict[str, list[dict]] = {}
     order: list[str] = []
-    fake = forced_rungs(forced, calls)
-
-    def probes_at_60(candidate, budget):
-        if candidate.kind == "logreg":
-            return {"val_macro_f1": 0.6, "val_accuracy": 0.6, "cv_macro_f1": 0.6}
-        return fake(candidate, budget)
-
-    spy_runners(monkeypatch, order, fake=probes_at_60)
+    spy_runners(monkeypatch, order, fake=probes_scoring(0.6, forced_rungs(forced, calls)))
     monkeypatch.setattr(search.BestModel, "promote", lambda self, row: None)
     monkeypatch.setattr(search.BestModel, "refit", lambda self, row: None)
     monkeypatch.setattr(search, "one_standard_error", lambda val_images: 1.0)  # the probe keeps the lead
