@@ -219,6 +219,28 @@ def test_a_fine_tune_far_behind_the_frozen_leader_stops_at_its_rung(photos, tmp_
         assert "more than 0.1 behind test_efficientnet-last-avg-logreg" in better["note"], better["note"]
 
 
+def test_the_lp_ft_runs_twice_its_planned_time_at_most(photos, tmp_path, monkeypatch):
+    """The LP-FT plans its epochs from the per-epoch estimate (10 s here) and is given twice that
+    plan (plus the start-up allowance) as its time limit, not the rest of the budget."""
+    import emorec.fit.search as search
+
+    budgets: dict[str, float] = {}
+
+    def record(candidate, budget):
+        budgets[candidate.id] = budget.seconds
+        if candidate.id.endswith("-lpft"):
+            return {"val_macro_f1": 0.5, "val_accuracy": 0.5, "best_epoch": 2, "epochs": 2}
+        return None
+
+    spy_runners(monkeypatch, [], fake=record)
+    monkeypatch.setattr(search.Estimates, "finetune_epoch", lambda self, name: 10.0)
+    fit(photos, tmp_path / "search", "10m", BACKBONE, heads=("logreg",), finetune=True, finetune_epochs=2,
+        finetune_sizes=(), test=False, **TINY)
+    [lpft] = [c for c in budgets if c.endswith("-lpft")]
+    assert budgets[lpft] == pytest.approx(2 * 2 * 10.0 + search.FINETUNE_START_S, abs=1)
+    assert min(b for c, b in budgets.items() if c != lpft) > 300, "the others get the rest of the budget"
+
+
 def test_an_interrupted_fine_tune_resumes_its_rungs_without_running_them_again(photos, tmp_path, monkeypatch):
     """Interrupted in the second fine-tune's first rung: the rerun tells the first one's new trial
     its recorded score, does not run that rung again, and decides the rung on both scores."""
