@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -219,26 +220,37 @@ def test_a_fine_tune_far_behind_the_frozen_leader_stops_at_its_rung(photos, tmp_
         assert "more than 0.1 behind test_efficientnet-last-avg-logreg" in better["note"], better["note"]
 
 
-def test_the_lp_ft_runs_twice_its_planned_time_at_most(photos, tmp_path, monkeypatch):
-    """The LP-FT plans its epochs from the per-epoch estimate (10 s here) and is given twice that
-    plan (plus the start-up allowance) as its time limit, not the rest of the budget."""
+def test_the_lp_ft_is_planned_again_from_its_measured_first_epoch(photos, tmp_path, monkeypatch):
+    """The LP-FT trains one epoch of a OneCycle planned from the estimate (10 s an epoch: 10
+    epochs, the most allowed), then, that epoch having taken 100 s, only as many more as its share
+    holds at 100 s each, resumed with the schedule re-planned to them."""
     import emorec.fit.search as search
 
-    budgets: dict[str, float] = {}
+    calls: list[dict] = []
+    clock = {"offset": 0.0}
+    real_monotonic = time.monotonic
 
-    def record(candidate, budget):
-        budgets[candidate.id] = budget.seconds
-        if candidate.id.endswith("-lpft"):
-            return {"val_macro_f1": 0.5, "val_accuracy": 0.5, "best_epoch": 2, "epochs": 2}
-        return None
+    def lpft(candidate, budget):
+        if not candidate.id.endswith("-lpft"):
+            return None
+        settings = dict(o.split("=", 1) for o in candidate.overrides if o.startswith("train."))
+        calls.append({"epochs": int(settings["train.epochs"]), "stop_after": int(settings["train.stop_after_epoch"]),
+                      "seconds": budget.seconds})
+        clock["offset"] += 100.0  # what the search's own clock sees this run take
+        return {"val_macro_f1": 0.5, "val_accuracy": 0.5, "best_epoch": 1, "epochs": calls[-1]["stop_after"]}
 
-    spy_runners(monkeypatch, [], fake=record)
+    spy_runners(monkeypatch, [], fake=lpft)
+    monkeypatch.setattr(search.time, "monotonic", lambda: real_monotonic() + clock["offset"])
     monkeypatch.setattr(search.Estimates, "finetune_epoch", lambda self, name: 10.0)
-    fit(photos, tmp_path / "search", "10m", BACKBONE, heads=("logreg",), finetune=True, finetune_epochs=2,
-        finetune_sizes=(), test=False, **TINY)
-    [lpft] = [c for c in budgets if c.endswith("-lpft")]
-    assert budgets[lpft] == pytest.approx(2 * 2 * 10.0 + search.FINETUNE_START_S, abs=1)
-    assert min(b for c, b in budgets.items() if c != lpft) > 300, "the others get the rest of the budget"
+    output = tmp_path / "search"
+    fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, finetune_epochs=10, finetune_sizes=(),
+        test=False, **TINY)
+    first, second = calls
+    assert first["epochs"] == 10 and first["stop_after"] == 1
+    share = first["seconds"] - search.FINETUNE_START_S  # the first epoch may take the whole share
+    assert second["epochs"] == second["stop_after"] == 1 + int((share - 100) // 100) < 10
+    [row] = [r for r in leaderboard(output) if r["candidate"].endswith("-lpft")]
+    assert row["status"] == "done" and row["epochs"] == str(second["epochs"])
 
 
 def test_an_interrupted_fine_tune_resumes_its_rungs_without_running_them_again(photos, tmp_path, monkeypatch):

@@ -523,13 +523,32 @@ class _Search:
         if epochs < MIN_FINETUNE_EPOCHS:
             self._skip(candidate, f"an epoch on images takes ~{per_epoch:.0f} s, {max(left, 0):.0f} s left")
             return
-        candidate.overrides = (*FINETUNE, f"model.init_from={basis}", f"train.epochs={epochs}",
-                               f"data.num_workers={self.workers}")
-        candidate.settings["epochs"] = epochs
-        # Twice its planned time at most, as a rung: on Emotion6 the estimate was 2.2x short at
-        # 224 px and the LP-FT, given the rest of the budget, took 1,041 s of 1,800, leaving no
-        # time for the full fine-tunes' first rungs.
-        self._execute(candidate, limit=2 * epochs * per_epoch + FINETUNE_START_S)
+        candidate.overrides = (*FINETUNE, f"model.init_from={basis}", f"data.num_workers={self.workers}")
+        self._execute(candidate, work=lambda: self._measured_finetune(candidate, epochs, max_epochs, left))
+
+    def _measured_finetune(self, candidate: Candidate, epochs: int, max_epochs: int, share: float) -> dict:
+        """The LP-FT's first epoch (its OneCycle planned for `epochs`), then as many more as its
+        `share` of seconds holds at the epoch time that one measured, the schedule re-planned to
+        them on resume. The forward-pass estimate was 2.2x short at 224 px on Emotion6: planned
+        from it alone and given the rest of the budget, the LP-FT took 1,041 s of 1,800 and left
+        the full fine-tunes no time for their first rungs."""
+        base = candidate.overrides
+
+        def run(total: int, stop_after: int, limit: float) -> dict:
+            candidate.overrides = (*base, f"train.epochs={total}", f"train.stop_after_epoch={stop_after}")
+            candidate.settings["epochs"] = total
+            left = self.budget.remaining() - self._reserve()
+            return self.runners.run(candidate, self.budget.share(max(1.0, min(left, limit))))
+
+        started = time.monotonic()
+        scores = run(epochs, 1, share + FINETUNE_START_S)  # an epoch longer than the share: no LP-FT fits
+        epoch_s = time.monotonic() - started
+        total = min(max_epochs, 1 + int((share - epoch_s) // epoch_s)) if epoch_s > 0 else epochs
+        if total > 1 and int(scores.get("epochs") or 0) >= 1:
+            scores = run(total, total, 2 * (total - 1) * epoch_s + FINETUNE_START_S)
+        else:
+            candidate.settings["epochs"] = 1
+        return {**scores, "status": DONE}
 
     def _finetune_plan(self, finetune: bool) -> tuple[tuple[int, ...], Path | None]:
         """(the full fine-tunes' input sizes, their recipe): the recipe `emorec demo` would pick
@@ -724,11 +743,10 @@ class _Search:
         self._finish(entry.candidate, {**entry.scores, "status": status, "note": note, "seconds": entry.seconds},
                      entry.run_dir)
 
-    def _execute(self, candidate: Candidate, work: Callable[[], dict] | None = None,
-                 limit: float | None = None) -> None:
+    def _execute(self, candidate: Candidate, work: Callable[[], dict] | None = None) -> None:
         """Run `candidate` (claimed) with what is left of the budget (less the test pass's
-        reserve), `limit` seconds at most, or `work` for it, and record it: done or pruned with
-        its scores, or failed with the first line of its error."""
+        reserve), or `work` for it, and record it: done or pruned with its scores, or failed
+        with the first line of its error."""
         from emorec.training.result import TrainingInterrupted
 
         run_dir = self.workspace.run_dir(candidate)
@@ -737,8 +755,7 @@ class _Search:
         try:
             with self.workspace.quiet():
                 if work is None:
-                    left = self.budget.remaining() - self._reserve()
-                    allowed = self.budget.share(max(1.0, left if limit is None else min(left, limit)))
+                    allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
                     row = {**self.runners.run(candidate, allowed), "status": DONE}
                 else:
                     row = work()
