@@ -115,8 +115,7 @@ def sweep(name: str, fractions: list[float], args) -> list[dict]:
     out_dir, home = args.work_dir / name, args.work_dir / f"{name}-data"
     fp32_path = out_dir / "model.onnx"
     fp32 = OnnxClassifier(fp32_path)
-    calibration, _ = Q._prepared(Q._split_paths(home, "train", Q.CALIBRATION_IMAGES), fp32.preprocessing)
-    check, labels = Q._prepared(Q._split_paths(home, "val", Q.CHECK_IMAGES), fp32.preprocessing)
+    calibration, check, labels = Q.calibration_and_check(home, fp32.preprocessing)
     rows = []
     for fraction in fractions:
         folder = out_dir / f"sweep-{fraction:g}"

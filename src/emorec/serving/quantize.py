@@ -183,6 +183,14 @@ def compare(fp32: OnnxClassifier, int8: OnnxClassifier, arrays: np.ndarray, labe
             "macro_f1_fp32": macro_f1(a), "macro_f1_int8": macro_f1(b)}
 
 
+def calibration_and_check(run_home: Path, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(calibration arrays, check arrays, check labels): up to CALIBRATION_IMAGES of the run's
+    train split and CHECK_IMAGES of its val split, spread over each, preprocessed as serving does."""
+    calibration, _ = _prepared(_split_paths(run_home, "train", CALIBRATION_IMAGES), preprocessing)
+    check, check_labels = _prepared(_split_paths(run_home, "val", CHECK_IMAGES), preprocessing)
+    return calibration, check, check_labels
+
+
 def quantize_run(fp32_path: Path, run_home: Path, min_agreement: float | None = None,
                  max_f1_drop: float | None = None) -> tuple[Path, dict]:
     """INT8 model beside `fp32_path` (RUN/export/model.int8.onnx), calibrated on the run's train
@@ -191,8 +199,7 @@ def quantize_run(fp32_path: Path, run_home: Path, min_agreement: float | None = 
     min_agreement = MIN_AGREEMENT if min_agreement is None else min_agreement
     max_f1_drop = MAX_F1_DROP if max_f1_drop is None else max_f1_drop
     fp32 = OnnxClassifier(fp32_path)
-    calibration, _ = _prepared(_split_paths(run_home, "train", CALIBRATION_IMAGES), fp32.preprocessing)
-    check, check_labels = _prepared(_split_paths(run_home, "val", CHECK_IMAGES), fp32.preprocessing)
+    calibration, check, check_labels = calibration_and_check(run_home, fp32.preprocessing)
     if len(calibration) == 0 or len(check) == 0:
         raise EmorecError(f"INT8 export needs readable train images to calibrate and val images to check on; the manifest "
                           f"of {run_home} gave {len(calibration)} and {len(check)}")
