@@ -324,3 +324,29 @@ def test_a_large_val_split_scores_probes_on_val_alone(photos, tmp_path, monkeypa
     assert len(probes) == 2 and all(r["status"] == "done" and r["cv_macro_f1"] == "" for r in probes)
     assert result.folds is None and any("scored on val only" in n for n in notes)
     assert "refit" not in json.loads((result.best_dir / "summary.json").read_text())
+
+
+def test_every_backbones_probes_then_their_ensemble_run_before_any_trained_head(photos, tmp_path, monkeypatch):
+    """The ensemble of probes comes right after the probes it is made of, ahead of the trained
+    heads, so a short budget reaches it (on Emotion6 it was behind 60 heads)."""
+    import torch
+
+    from emorec.fit.backbones import BackboneChoice
+    from emorec.models.backbone import create_backbone
+
+    choices = []
+    for i, name in enumerate(("test_efficientnet", "test_efficientnet_ln")):
+        torch.manual_seed(i)
+        path = tmp_path / f"{name}.pth"
+        torch.save(create_backbone(name).state_dict(), path)
+        choices.append(BackboneChoice.parse(f"{name}={path}"))
+    order: list[str] = []
+    heads_score = lambda c, b: {"val_macro_f1": 0.1, "val_accuracy": 0.1, "best_epoch": 1, "epochs": 1}  # noqa: E731
+    spy_runners(monkeypatch, order, fake=lambda c, b: heads_score(c, b) if c.kind == "head" else None)
+    fit(photos, tmp_path / "search", "10m", choices, **{**QUICK, "heads": ("logreg", "linear")})
+    kinds = ["probe" if "-logreg-C" in c else "ensemble" if c.startswith("ensemble-") else "head" for c in order]
+    first_head = kinds.index("head")
+    # One C in the tiny grid: 2 backbones x 2 feature sets of probes, then the 2 ensembles; after
+    # them, 2 heads on each of the 6 sets (the combined ones included) and the combined sets' probes.
+    assert kinds[:first_head] == ["probe"] * 4 + ["ensemble"] * 2, order
+    assert Counter(kinds[first_head:]) == Counter({"head": 12, "probe": 2}), order

@@ -6,8 +6,8 @@ The protocol (AutoGluon's `fit(time_limit=...)` is the model):
 2. Features: per backbone, one extraction of every stage pooled to mean and std, over the train and
    val images only, and the last-level mean vectors cut out of it; with several backbones, each
    feature set of all of them together is their caches joined (`feature_sets.py`).
-3. Candidates (`candidates.py`): the linear probe and the trainer's heads on each feature set,
-   and with several backbones the ensemble of their best probes; then, when the budget allows,
+3. Candidates (`candidates.py`): the linear probes of every feature set, with several backbones
+   the ensemble of their best probes, then the trainer's heads; then, when the budget allows,
    an LP-FT fine-tune of the best one on images (`model.init_from`, frozen BatchNorm, layer
    decay, low backbone rate). Each runs through `runners.py`: a candidate and a budget in, its
    scores out.
@@ -296,6 +296,11 @@ class _Search:
         try:
             if self.finetunes_first:
                 self._full_finetunes(choices, tags)
+            # Every backbone's probes, then their ensemble, then the trained heads: on Emotion6 the
+            # ensemble of probes is the strongest frozen candidate, and behind 60 trained heads a
+            # 20-minute fit of three backbones never reached it (benchmarks/RESULTS.md).
+            probes = tuple(h for h in self.heads if h == "logreg")
+            trained = tuple(h for h in self.heads if h != "logreg")
             extracted = []
             for index, (choice, tag) in enumerate(zip(choices, tags)):
                 caches = self._features(choice, tag, first=index == 0)
@@ -303,15 +308,16 @@ class _Search:
                     extracted.append(caches)
                 for features, cache in caches:
                     sets[features.name] = cache
-                    for candidate in grid(features, self.heads, self.head_epochs):
-                        self._run(candidate)
-            if len(choices) > 1:
-                for features, cache in self._combined(extracted):
-                    sets[features.name] = cache
-                    for candidate in grid(features, self.heads, self.head_epochs):
-                        self._run(candidate)
-                    if "logreg" in self.heads:
-                        self._run(ensemble_candidate(features, member_sets(features, extracted)))
+                    self._run_all(grid(features, probes, self.head_epochs))
+            combined = self._combined(extracted) if len(choices) > 1 else []
+            for features, cache in combined:
+                sets[features.name] = cache
+                if probes:
+                    self._run(ensemble_candidate(features, member_sets(features, extracted)))
+            for features, _ in (pair for caches in extracted for pair in caches):
+                self._run_all(grid(features, trained, self.head_epochs))
+            for features, _ in combined:
+                self._run_all(grid(features, self.heads, self.head_epochs))
             if finetune:
                 self._finetune(finetune_epochs)
             if not self.finetunes_first:
@@ -506,6 +512,10 @@ class _Search:
             self._skip(candidate, f"~{estimate:.0f} s needed, {self.budget.remaining():.0f} s left")
             return
         self._execute(candidate)
+
+    def _run_all(self, candidates: list[Candidate]) -> None:
+        for candidate in candidates:
+            self._run(candidate)
 
     def _finetune(self, max_epochs: int) -> None:
         """LP-FT of the leader for as many epochs as its share of the budget allows (at most `max_epochs`)."""
