@@ -106,9 +106,12 @@ class LossConfig:
 class OptimConfig:
     name: Literal["adamw", "sgd"] = "adamw"  # sgd: Nesterov momentum (training/optim.py)
     momentum: float = 0.9  # SGD only
-    # onecycle: per optimiser step from lr up to max_lr and down; plateau: lr, times plateau_factor
-    # whenever train.monitor has not improved for plateau_patience epochs
-    schedule: Literal["onecycle", "plateau"] = "onecycle"
+    # onecycle: per optimiser step from lr up to max_lr and down; wsd: up to max_lr, held there,
+    # down over the last decay_pct of the steps; plateau: lr, times plateau_factor whenever
+    # train.monitor has not improved for plateau_patience epochs
+    schedule: Literal["onecycle", "wsd", "plateau"] = "onecycle"
+    decay_pct: float = 0.2  # wsd only
+    warmup_epochs: float = 0.0  # wsd only; 0: pct_start of the run
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     lr: float = 3e-4  # base lr: OneCycle starts at max_lr / (max_lr / lr); plateau's starting lr
@@ -221,6 +224,8 @@ RANGES: dict[str, str] = {
     "optim.max_lr": "(0, inf)",  # and >= optim.lr with OneCycle, which rises from lr to max_lr
     "optim.weight_decay": "[0, inf)",
     "optim.pct_start": "(0, 1)",  # OneCycle's warm-up share of the steps
+    "optim.decay_pct": "(0, 1)",  # wsd's decay share of the steps
+    "optim.warmup_epochs": "[0, inf)",
     "optim.final_div_factor": "(0, inf)",
     "optim.accumulation_steps": "[1, inf)",
     "optim.grad_clip": "[0, inf)",  # 0 disables clipping
@@ -397,8 +402,8 @@ def _check_value(key: str, value: Any) -> None:
 def _check_pairs(cfg: Config) -> None:
     """The rules that tie two keys together."""
     data, model, optim = cfg.data, cfg.model, cfg.optim
-    if optim.schedule == "onecycle" and optim.max_lr < optim.lr:
-        raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate OneCycle "
+    if optim.schedule in ("onecycle", "wsd") and optim.max_lr < optim.lr:
+        raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate {optim.schedule} "
                           f"starts from, got {optim.max_lr}")
     if len(model.dropout) != len(model.hidden_dims):
         raise EmorecError(f"config key 'model.dropout': expected one rate per model.hidden_dims entry "

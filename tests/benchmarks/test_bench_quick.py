@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
 SCRIPTS = ["bench_loader.py", "bench_train_step.py", "bench_infer.py", "bench_gpu.py", "bench_memory.py",
            "bench_accuracy.py", "bench_head_speed.py", "bench_serve.py", "bench_fit.py", "bench_face_recipe.py",
-           "bench_distributed_predict.py", "bench_int8.py"]
+           "bench_distributed_predict.py", "bench_int8.py", "bench_rung_schedules.py"]
 HEADLINE = re.compile(r"^(\w+): emorec (\S+) vs reference (\S+) (.+) ratio=(\S+)$")
 
 sys.path.insert(0, str(BENCH))

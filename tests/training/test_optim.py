@@ -81,6 +81,35 @@ def test_one_cycle_starts_at_lr_peaks_at_max_lr_after_the_warm_up_then_anneals()
     assert lrs[middle] == pytest.approx((1e-3 + 3e-7) / 2, rel=0.02)
 
 
+def test_warmup_stable_decay_holds_the_peak_and_its_rates_before_the_decay_do_not_depend_on_the_length():
+    """What successive halving wants of a schedule: a run cut at a rung and a longer one share
+    every rate up to the shorter one's decay, which ends at the same floor as the longer one's."""
+    cfg = tiny_config()  # lr 3e-4, max_lr 1e-3, pct_start 0.1, cosine, final_div_factor 1e3
+    cfg.optim.schedule, cfg.optim.decay_pct, cfg.optim.warmup_epochs = "wsd", 0.2, 1.0
+    curves = {}
+    for epochs in (5, 10):
+        cfg.train.epochs = epochs
+        optimizer = build_optimizer(build_model(cfg.model, 3), cfg)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+        assert scheduler.total_steps == 10 * epochs
+        curves[epochs] = [row[-1] for row in lr_curve(optimizer, scheduler, 10 * epochs)]
+    long = curves[10]
+    assert long[0] == pytest.approx(3e-4) and long[10] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(long[:10], long[1:11]))  # the warm-up rises
+    assert long[10:81] == pytest.approx([1e-3] * 71)  # held until the last 20 of 100 steps
+    assert all(a > b for a, b in zip(long[80:], long[81:]))  # then only falls
+    assert long[-1] == pytest.approx(1e-6) and curves[5][-1] == pytest.approx(1e-6)
+    assert curves[5][:40] == pytest.approx(long[:40])  # the shorter run's decay starts at step 40
+    assert curves[5][45] < long[45]
+
+
+def test_warmup_stable_decay_needs_a_decay_share_that_fits_after_the_warm_up():
+    cfg = tiny_config()
+    cfg.optim.schedule, cfg.optim.decay_pct = "wsd", 0.95  # with a warm-up of 0.1
+    with pytest.raises(EmorecError, match="optim.decay_pct=0.95: a decay of 95 steps after a warm-up of 10"):
+        build_scheduler(build_optimizer(build_model(cfg.model, 3), cfg), cfg, 10)
+
+
 def test_backbone_runs_a_scaled_copy_of_the_curve_when_freezing_is_on():
     cfg = tiny_config(freeze_backbone_epochs=2, backbone_lr_scale=0.1)
     model = build_model(cfg.model, 3)

@@ -518,7 +518,12 @@ class _Search:
             self._run(candidate)
 
     def _finetune(self, max_epochs: int) -> None:
-        """LP-FT of the leader for as many epochs as its share of the budget allows (at most `max_epochs`)."""
+        """LP-FT of the leader, as a fine-tune of rungs: one epoch (its OneCycle planned from the
+        estimate for as many as its share of the budget allows, at most `max_epochs`), then, like
+        the last full fine-tune standing (`_last_rung`), as many more as that share holds at the
+        epoch time it measured, the schedule re-planned to them. The forward-pass estimate was over
+        2x short at 224 px on Emotion6 (10 epochs planned into ~440 s took 1,041 s): planned from it
+        alone and given the rest of the budget, the LP-FT left the full fine-tunes no time."""
         leader = self.board.best()
         if leader is None or leader["kind"] == "finetune":
             return
@@ -533,34 +538,14 @@ class _Search:
         if epochs < MIN_FINETUNE_EPOCHS:
             self._skip(candidate, f"an epoch on images takes ~{per_epoch:.0f} s, {max(left, 0):.0f} s left")
             return
-        candidate.overrides = (*FINETUNE, f"model.init_from={basis}", f"data.num_workers={self.workers}")
-        self._execute(candidate, work=lambda: self._measured_finetune(candidate, epochs, max_epochs, left))
-
-    def _measured_finetune(self, candidate: Candidate, epochs: int, max_epochs: int, share: float) -> dict:
-        """The LP-FT's first epoch (its OneCycle planned for `epochs`), then as many more as its
-        `share` of seconds holds at the epoch time that one measured, the schedule re-planned to
-        them on resume. The forward-pass estimate was over 2x short at 224 px on Emotion6 (10 epochs
-        planned into ~440 s took 1,041 s): planned from it alone and given the rest of the budget,
-        the LP-FT left the full fine-tunes no time for their first rungs."""
-        base = candidate.overrides
-
-        def run(total: int, stop_after: int, limit: float) -> dict:
-            candidate.overrides = (*base, f"train.epochs={total}", f"train.stop_after_epoch={stop_after}")
-            candidate.settings["epochs"] = total
-            left = self.budget.remaining() - self._reserve()
-            return self.runners.run(candidate, self.budget.share(max(1.0, min(left, limit))))
-
-        started = time.monotonic()
-        scores = run(epochs, 1, share + FINETUNE_START_S)  # an epoch longer than the share: no LP-FT fits
-        epoch_s = time.monotonic() - started
-        if int(scores.get("epochs") or 0) > 1:  # an interrupted search's LP-FT, resumed past its first epoch
-            return {**run(epochs, epochs, share + FINETUNE_START_S), "status": DONE}
-        total = min(max_epochs, 1 + int((share - epoch_s) // epoch_s)) if epoch_s > 0 else epochs
-        if total > 1:
-            scores = run(total, total, 2 * (total - 1) * epoch_s + FINETUNE_START_S)
-        else:
-            candidate.settings["epochs"] = 1
-        return {**scores, "status": DONE}
+        candidate.overrides = (*FINETUNE, f"model.init_from={basis}")
+        entry = self._held_finetune(candidate, per_epoch)
+        entry.rungs.setdefault("epochs", epochs)
+        # The first epoch may take the whole share: longer, and no LP-FT fits.
+        if not entry.reported(FIRST_RUNG_EPOCHS) and not self._run_rung(entry, FIRST_RUNG_EPOCHS,
+                                                                         left + FINETUNE_START_S):
+            return
+        self._last_rung(entry, left - entry.seconds, max_epochs)
 
     def _finetune_plan(self, finetune: bool) -> tuple[tuple[int, ...], Path | None]:
         """(the full fine-tunes' input sizes, their recipe): the recipe `emorec demo` would pick
@@ -603,8 +588,6 @@ class _Search:
                 entry = self._claim_finetune(choice, tag, size)
                 if entry is not None:
                     held.append(entry)
-                    self.held.append(entry)
-                    self.trial = None
         if not held:
             return
         self._plan_epochs(held)
@@ -612,7 +595,8 @@ class _Search:
         while live:
             if len(live) == 1 or rung == RUNGS - 1:
                 for index, entry in enumerate(live):
-                    self._last_rung(entry, len(live) - index)
+                    share = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / (len(live) - index)
+                    self._last_rung(entry, share, self.recipe_config.train.epochs)
                 return
             target = FIRST_RUNG_EPOCHS * RUNG_FACTOR ** rung
             for entry in list(live):
@@ -626,7 +610,8 @@ class _Search:
                                                          f"budget", note)
                     live = live[:live.index(entry)]
                     break
-                if not self._run_rung(entry, target, cost):
+                # Twice the expected time at most, so one slow rung cannot eat the others' budget.
+                if not self._run_rung(entry, target, 2 * cost + FINETUNE_START_S):
                     live.remove(entry)
             values = self.study.rung_values(target)
             going_on = rung_survivors(values, [e.candidate.id for e in live])
@@ -656,17 +641,23 @@ class _Search:
         candidate = full_finetune_candidate(choice, tag, size, self.recipe)
         if not self._claim(candidate):
             return None
-        run_dir = self.workspace.run_dir(candidate)
         # Its first epochs: the forward-pass estimate scaled by pixels, until a rung measures them.
-        estimate = self.estimates.finetune_epoch(choice.name) * (size / self.image_size) ** 2
+        return self._held_finetune(candidate, self.estimates.finetune_epoch(choice.name) * (size / self.image_size) ** 2)
+
+    def _held_finetune(self, candidate: Candidate, estimate: float) -> _FineTune:
+        """The claimed fine-tune `candidate` (`self.trial`) between its rungs, with what an
+        interrupted search's rungs left (rungs.json), told to the new trial."""
+        run_dir = self.workspace.run_dir(candidate)
         entry = _FineTune(candidate, self.trial, run_dir, estimate)
         rungs = _read_rungs(run_dir)
-        if rungs is not None:  # an interrupted search's rungs, told to the new trial
+        if rungs is not None:
             entry.rungs, entry.scores = rungs, dict(rungs.get("scores") or {})
             entry.epoch_s = float(rungs.get("epoch_s") or estimate)
             entry.epochs_done = int(rungs.get("epochs_done") or 0)
             for step, value in rungs["reports"]:
                 entry.trial.report(value, step)
+        self.held.append(entry)
+        self.trial = None
         return entry
 
     def _plan_epochs(self, held: list[_FineTune]) -> None:
@@ -681,15 +672,14 @@ class _Search:
             mine = left - sum(cost for key, cost in first.items() if key != id(entry))
             entry.rungs["epochs"] = max(FIRST_RUNG_EPOCHS, min(recipe_epochs, int(mine // entry.epoch_s)))
 
-    def _run_rung(self, entry: _FineTune, rung_epochs: int, cost: float) -> bool:
-        """`entry` trained to epoch `rung_epochs` (at most its planned epochs), its score reported
-        at that step; False when it failed (it is closed as failed)."""
+    def _run_rung(self, entry: _FineTune, rung_epochs: int, limit_s: float) -> bool:
+        """`entry` trained to epoch `rung_epochs` (at most its planned epochs) within `limit_s`
+        seconds, its score reported at that step; False when it failed (it is closed as failed)."""
         from emorec.training.result import TrainingInterrupted
 
         self.trial = entry.trial
         stop_after = min(rung_epochs, entry.rungs["epochs"])
-        # Twice the expected time at most, so one slow rung cannot eat the others' budget.
-        limit = min(self.budget.remaining() - self._reserve(), 2 * cost + FINETUNE_START_S)
+        limit = min(self.budget.remaining() - self._reserve(), limit_s)
         entry.candidate.settings["epochs"] = entry.rungs["epochs"]
         entry.candidate.overrides = (*entry.base_overrides, f"train.epochs={entry.rungs['epochs']}",
                                      f"train.stop_after_epoch={stop_after}", f"data.num_workers={self.workers}",
@@ -719,25 +709,26 @@ class _Search:
         self.trial = None
         return True
 
-    def _last_rung(self, entry: _FineTune, sharing: int) -> None:
-        """The one left (or one of `sharing` left at the last rung): trains with its share of the
-        budget, its OneCycle re-planned to the epochs that share holds at its measured epoch time."""
-        share = (self.budget.remaining() - self._reserve() - FINETUNE_START_S) / sharing
+    def _last_rung(self, entry: _FineTune, share: float, max_epochs: int) -> None:
+        """The one left (or one of those left at the last rung, or the LP-FT): trains on with
+        `share` seconds, its OneCycle re-planned to the epochs they hold at its measured epoch time
+        (at most `max_epochs`)."""
         more = int(share // entry.epoch_s) if entry.epoch_s > 0 else 0
         if more < 1:
             if entry.scores:
+                entry.rungs["epochs"] = entry.epochs_done  # what it is: no more epochs of its schedule will run
                 self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs; the budget holds no more "
                                                   f"epochs (~{entry.epoch_s:.0f} s each, {max(share, 0):.0f} s left)")
             else:
                 self._close_finetune(entry, "skipped", f"budget: an epoch takes ~{entry.epoch_s:.0f} s, "
                                                        f"{max(share, 0):.0f} s left")
             return
-        entry.rungs["epochs"] = min(self.recipe_config.train.epochs, max(entry.epochs_done + more, FIRST_RUNG_EPOCHS))
+        entry.rungs["epochs"] = min(max_epochs, max(entry.epochs_done + more, FIRST_RUNG_EPOCHS))
         if entry.epochs_done >= entry.rungs["epochs"] and entry.scores:
             self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs, all its epochs")
             return
         cost = (entry.rungs["epochs"] - entry.epochs_done) * entry.epoch_s
-        if self._run_rung(entry, entry.rungs["epochs"], max(cost, share / 2)):
+        if self._run_rung(entry, entry.rungs["epochs"], 2 * max(cost, share / 2) + FINETUNE_START_S):
             self._close_finetune(entry, DONE, f"{len(entry.rungs['reports'])} rungs, {entry.epochs_done} of "
                                               f"{entry.rungs['epochs']} epochs")
 
@@ -846,7 +837,8 @@ class _Search:
 
 @dataclass(eq=False)  # one claim: compared by identity
 class _FineTune:
-    """A claimed full fine-tune between its rungs: its trial, rung plan (rungs.json) and scores."""
+    """A claimed fine-tune (full, or the LP-FT) between its rungs: its trial, rung plan
+    (rungs.json) and scores."""
 
     candidate: Candidate
     trial: Any

@@ -1,5 +1,5 @@
 """The optimiser (AdamW or SGD with Nesterov momentum) with parameter groups, and the learning-rate
-schedule (OneCycle, or reduce-on-plateau).
+schedule (OneCycle, warmup-stable-decay, or reduce-on-plateau).
 
 Groups: backbone and head parameters are kept apart so the backbone can learn more slowly
 (discriminative learning rates, Howard & Ruder 2018), and within each, weight decay applies only
@@ -30,6 +30,14 @@ Performance on FER2013"), whose schedule is `optim.schedule: plateau`: ReduceLRO
 validation metric `train.monitor`, starting at `optim.lr` and multiplied by `optim.plateau_factor`
 after `optim.plateau_patience` epochs without improvement. Plateau steps once per epoch, after
 validation (`steps_per_epoch_only`), OneCycle once per optimiser step.
+
+`optim.schedule: wsd` is warmup-stable-decay (Hu et al. 2024, "MiniCPM"; Hägele et al. 2024,
+"Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"): the same warm-up
+from `lr` to `max_lr` (over `optim.warmup_epochs`, else `pct_start` of the run), the peak held,
+then annealed to `max_lr / final_div_factor` over the last `optim.decay_pct` of the steps. Before its decay the rate does not depend on the run's length, so
+a run cut short (a rung of successive halving) and one trained on see the same rates; a rung's
+score is then a short run of its own, its decay at the rung's end. OneCycle by contrast stretches
+with the length it was planned for.
 """
 
 from __future__ import annotations
@@ -183,6 +191,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
         logging.getLogger("emorec").info(
             "schedule of %d steps: warm-up lengthened from optim.pct_start=%g to 2 steps", total, optim.pct_start)
     max_lrs = [optim.max_lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+    if optim.schedule == "wsd":
+        # A warm-up given in epochs is the same for runs of any length (a rung and the run after it).
+        warmup = round(optim.warmup_epochs * max(1, int(steps_per_epoch))) if optim.warmup_epochs else round(pct_start * total)
+        decay = max(1, round(optim.decay_pct * total))
+        if warmup + decay > total:
+            raise EmorecError(f"optim.decay_pct={optim.decay_pct}: a decay of {decay} steps after a warm-up of {warmup} "
+                              f"does not fit a run of {total}; lower it or optim.warmup_epochs / optim.pct_start")
+        return WarmupStableDecay(optimizer, max_lrs, total, warmup_steps=warmup, decay_steps=decay,
+                                 start_div=optim.max_lr / optim.lr, final_div=optim.final_div_factor,
+                                 anneal=optim.anneal_strategy)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=max_lrs,
@@ -193,3 +211,36 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
         final_div_factor=optim.final_div_factor,
         cycle_momentum=False,
     )
+
+
+class WarmupStableDecay(torch.optim.lr_scheduler.LRScheduler):
+    """Per optimiser step: linear warm-up from peak / `start_div` over `warmup_steps`, the peak,
+    then annealed (cosine or linear, like OneCycle's) over the last `decay_steps` of
+    `total_steps`, reaching peak / `final_div` at the last one. Stepped past its total it stays at the final rate. Like
+    OneCycleLR it keeps `total_steps` in its state, so a resumed run whose length changed is
+    resized the same way."""
+
+    def __init__(self, optimizer, max_lrs: list[float], total_steps: int, *, warmup_steps: int, decay_steps: int,
+                 start_div: float, final_div: float, anneal: str = "cos"):
+        self.max_lrs, self.total_steps = list(max_lrs), int(total_steps)
+        self.warmup_steps, self.decay_steps = int(warmup_steps), int(decay_steps)
+        self.start_div, self.final_div, self.anneal = float(start_div), float(final_div), anneal
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        """The rate at `step` as a share of the peak."""
+        import math
+
+        if step < self.warmup_steps:
+            start = 1.0 / self.start_div
+            return start + (1.0 - start) * step / self.warmup_steps
+        decay_from = self.total_steps - self.decay_steps
+        if step < decay_from:
+            return 1.0
+        done = min(1.0, (step - decay_from) / max(1, self.decay_steps - 1))  # the floor at the last step, as OneCycle
+        shape = (1 + math.cos(math.pi * done)) / 2 if self.anneal == "cos" else 1.0 - done
+        end = 1.0 / self.final_div
+        return end + (1.0 - end) * shape
+
+    def get_lr(self) -> list[float]:
+        return [peak * self.factor(self.last_epoch) for peak in self.max_lrs]
