@@ -403,8 +403,9 @@ def _check_pairs(cfg: Config) -> None:
     """The rules that tie two keys together."""
     data, model, optim = cfg.data, cfg.model, cfg.optim
     if optim.schedule in ("onecycle", "wsd") and optim.max_lr < optim.lr:
-        raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate {optim.schedule} "
-                          f"starts from, got {optim.max_lr}")
+        raise EmorecError(f"config key 'optim.max_lr': expected >= optim.lr ({optim.lr}), the rate "
+                          f"{'OneCycle' if optim.schedule == 'onecycle' else 'warmup-stable-decay'} starts from, got "
+                          f"{optim.max_lr}")
     if len(model.dropout) != len(model.hidden_dims):
         raise EmorecError(f"config key 'model.dropout': expected one rate per model.hidden_dims entry "
                           f"({len(model.hidden_dims)}: {model.hidden_dims}), got {model.dropout}")
