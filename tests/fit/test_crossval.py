@@ -87,6 +87,24 @@ def test_the_leader_is_the_best_cross_validated_probe_unless_a_head_is_a_standar
     assert only_heads.best()["candidate"] == "h2", "without probes the val score decides"
 
 
+def test_the_best_of_many_heads_must_also_beat_what_the_best_of_that_many_gains_by_chance(tmp_path):
+    """Ten more heads at 0.40 do not change which head is best (0.66), but they make its lead over
+    the probe (0.06, above one standard error of 0.05) what the best of 11 gains by chance alone."""
+    from emorec.fit.leaderboard import expected_maximum
+
+    assert expected_maximum(1) == 0.0
+    assert [round(expected_maximum(k), 2) for k in (2, 10, 36)] == [0.56, 1.54, 2.12]  # tables of normal order statistics
+    board = Leaderboard(tmp_path / "leaderboard.csv", margin=0.05)
+    board.record(_row("probe", "logreg", 0.60, 0.55))
+    board.record(_row("head", "head", 0.66))
+    assert board.best()["candidate"] == "head" and board.challenge_margin() == 0.05
+    for i in range(10):
+        board.record(_row(f"weak-head-{i}", "head", 0.40))
+    assert board.challenge_margin() == pytest.approx(0.05 * (1 + 1.586), abs=1e-3)
+    assert board.best()["candidate"] == "probe"
+    assert {r["candidate"] for r in board.contenders()} == {"head", "probe"}, "the head may lead again"
+
+
 def test_a_head_that_loses_the_lead_to_a_probe_can_get_it_back_and_stays_a_contender(tmp_path):
     """A better cross-validated probe with a lower val score hands the lead back to the head it
     displaced: the head must still be a contender (its checkpoint kept), the displaced probe not."""
