@@ -350,3 +350,22 @@ def test_every_backbones_probes_then_their_ensemble_run_before_any_trained_head(
     # them, 2 heads on each of the 6 sets (the combined ones included) and the combined sets' probes.
     assert kinds[:first_head] == ["probe"] * 4 + ["ensemble"] * 2, order
     assert Counter(kinds[first_head:]) == Counter({"head": 12, "probe": 2}), order
+
+
+@pytest.mark.parametrize("backbones", [1, 2])
+def test_the_test_pass_is_reserved_for_every_backbone_a_group_leader_would_run(photos, tmp_path, monkeypatch,
+                                                                                  backbones):
+    """A test pass estimated at 350 s per backbone fits a 10-minute budget with one backbone; with
+    two, whose ensemble's test pass runs both, 700 s do not, and nothing starts."""
+    import emorec.fit.search as search
+    from emorec.errors import EmorecError
+    from emorec.fit.backbones import BackboneChoice
+
+    monkeypatch.setattr(search.Estimates, "test_pass", lambda self, name, views=2, scale=1.0: 350.0)
+    choices = [BackboneChoice(name, None, pretrained=False) for name in ("test_efficientnet", "test_efficientnet_ln")]
+    run = lambda: fit(photos, tmp_path / "search", "10m", choices[:backbones], **{**QUICK, "test": True})  # noqa: E731
+    if backbones == 1:
+        assert run().test is not None
+    else:
+        with pytest.raises(EmorecError, match="no candidate can finish within --budget 10m"):
+            run()
