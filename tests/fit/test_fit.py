@@ -20,7 +20,8 @@ from emorec.fit.probe import fit_logistic_regression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from training_runs import cache, data, make_images, one_thread  # noqa: E402,F401 (fixtures)
-from tiny_search import BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder  # noqa: E402,F401 (fixtures)
+from tiny_search import (BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder,  # noqa: E402,F401 (fixtures)
+                         two_backbones_with_weights)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -289,15 +290,9 @@ def test_several_backbones_are_tried_alone_and_together(photos, tmp_path):
     """Two backbones with weight files: each one's feature sets, then both combined (their caches
     joined, no backbone run again); a combined leader is a normal run of the backbone group."""
     from emorec.config import load_config
-    from emorec.models.backbone import create_backbone
     from emorec.run_model import load_run_model
 
-    choices = []
-    for i, name in enumerate(("test_efficientnet", "test_efficientnet_ln")):
-        torch.manual_seed(i)
-        path = tmp_path / f"{name}.pth"
-        torch.save(create_backbone(name).state_dict(), path)
-        choices.append(BackboneChoice.parse(f"{name}={path}"))
+    choices = two_backbones_with_weights(tmp_path)
     output = tmp_path / "search"
     result = fit(photos, output, "10m", choices, heads=("logreg",), finetune=False, test=False, **TINY)
     rows = [r for r in leaderboard(output) if r["kind"] == "logreg"]

@@ -16,7 +16,8 @@ from emorec.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from training_runs import one_thread  # noqa: E402,F401 (fixtures)
-from tiny_search import BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder  # noqa: E402,F401 (fixtures)
+from tiny_search import (BACKBONE, TINY, leaderboard, photos, small_grid_in_a_temporary_folder,  # noqa: E402,F401 (fixtures)
+                         two_backbones_with_weights)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -329,17 +330,7 @@ def test_a_large_val_split_scores_probes_on_val_alone(photos, tmp_path, monkeypa
 def test_every_backbones_probes_then_their_ensemble_run_before_any_trained_head(photos, tmp_path, monkeypatch):
     """The ensemble of probes comes right after the probes it is made of, ahead of the trained
     heads, so a short budget reaches it (on Emotion6 it was behind 60 heads)."""
-    import torch
-
-    from emorec.fit.backbones import BackboneChoice
-    from emorec.models.backbone import create_backbone
-
-    choices = []
-    for i, name in enumerate(("test_efficientnet", "test_efficientnet_ln")):
-        torch.manual_seed(i)
-        path = tmp_path / f"{name}.pth"
-        torch.save(create_backbone(name).state_dict(), path)
-        choices.append(BackboneChoice.parse(f"{name}={path}"))
+    choices = two_backbones_with_weights(tmp_path)
     order: list[str] = []
     heads_score = lambda c, b: {"val_macro_f1": 0.1, "val_accuracy": 0.1, "best_epoch": 1, "epochs": 1}  # noqa: E731
     spy_runners(monkeypatch, order, fake=lambda c, b: heads_score(c, b) if c.kind == "head" else None)

@@ -18,6 +18,22 @@ TINY = dict(image_size=32, views=1, head_epochs=2, workers=0, progress=False, lo
 BACKBONE = [BackboneChoice("test_efficientnet", None, pretrained=False)]
 
 
+def two_backbones_with_weights(folder: Path) -> list[BackboneChoice]:
+    """Two different random test backbones saved as weight files: backbones with weights, so
+    their feature sets are joined and their probes ensembled (random ones are not)."""
+    import torch
+
+    from emorec.models.backbone import create_backbone
+
+    choices = []
+    for i, name in enumerate(("test_efficientnet", "test_efficientnet_ln")):
+        torch.manual_seed(i)
+        path = folder / f"{name}.pth"
+        torch.save(create_backbone(name).state_dict(), path)
+        choices.append(BackboneChoice.parse(f"{name}={path}"))
+    return choices
+
+
 @pytest.fixture(autouse=True)
 def small_grid_in_a_temporary_folder(monkeypatch, tmp_path):
     """One logistic-regression C instead of three (the same code paths in a third of the time);
