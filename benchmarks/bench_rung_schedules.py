@@ -132,10 +132,13 @@ def main(argv=None) -> int:
     fold_args = argparse.Namespace(folds=5, limit=args.limit)
     _, splits_csv = next(iter(emotion6_folds(fold_args, args.work_dir)))
     partial = Path(args.results) / "rung_schedules.partial.json"
-    settings = {k: getattr(args, k) for k in ("sizes", "rates", "epochs", "rung", "limit")}
+    # Runs are keyed by candidate (size and rate), so adding sizes or rates later keeps the runs done.
+    settings = {k: getattr(args, k) for k in ("epochs", "rung", "limit")}
     saved = json.loads(partial.read_text()) if partial.is_file() else {}
-    runs = saved.get("runs", {}) if saved.get("settings") == settings else {}
-    for candidate in candidates(args):
+    same = all(saved.get("settings", {}).get(k) == v for k, v in settings.items())
+    runs = saved.get("runs", {}) if same else {}
+    wanted = candidates(args)
+    for candidate in wanted:
         for schedule in SCHEDULES:
             key = f"{candidate['id']}/{schedule}"
             if key in runs:
@@ -147,13 +150,14 @@ def main(argv=None) -> int:
             tmp = partial.with_suffix(".tmp")
             tmp.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
             tmp.replace(partial)
-    result = summary(runs, args)
+    ids = {c["id"] for c in wanted}
+    result = summary({k: v for k, v in runs.items() if k.rsplit("/", 1)[0] in ids}, args)
     own = result["own_finals"]
     notes = [f"{s}: rung tau {own[s]['kendall_tau']} against its own finals, regret of the top third "
              f"{own[s]['regret_points']} points; tau {result['better_finals'][s]['kendall_tau']} against the better "
              f"final of the two; mean final {100 * result['mean_final'][s]:.1f}" for s in own]
     C.finish("rung_schedules", args, own["wsd"]["kendall_tau"], own["onecycle"]["kendall_tau"], "kendall tau",
-             {"settings": settings, "runs": runs, **result}, notes=notes)
+             {"settings": {**settings, "sizes": args.sizes, "rates": args.rates}, "runs": runs, **result}, notes=notes)
     return 0
 
 
