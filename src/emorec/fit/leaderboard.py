@@ -8,7 +8,7 @@ chose their best epoch. The leader is the probe with the best cross-validated sc
 best trainer candidate beats that probe's own val score by one standard error of a val score
 (Breiman's one-standard-error rule: keep the simpler, better-measured model unless the other is
 clearly better on the evidence there is) plus what the best of k val scores is expected to gain
-by chance alone: standard errors times the expected maximum of k standard normals
+by chance alone, in standard errors the expected maximum of k standard normals
 (`expected_maximum`: 0 for one, 1.5 for 10, 2.1 for 36). Without it the rule compared the best of
 36 trained heads to one probe: on Emotion6 fold 0 (3 backbones, 191 val images) an MLP head 0.043
 above the ensemble of probes on val took the lead and scored 54.5 test macro-F1 (the plain
@@ -98,18 +98,19 @@ class Leaderboard:
     def challenge_margin(self) -> float:
         """How far the best val-only row must beat the anchor's val score: one standard error plus
         the chance gain of the best of the val-only rows finished (module docstring)."""
-        return self.margin * (1.0 + expected_maximum(len(self._val_only())))
+        return self.margin * (1.0 + expected_maximum(len(self._finished()[1])))
 
-    def _val_only(self) -> list[dict[str, str]]:
+    def _finished(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """The finished rows with a val score: (those with a cross-validated one, the val-only ones)."""
         finished = [r for r in self.rows if r["status"] == DONE and _number(r["val_macro_f1"]) is not None]
-        return [r for r in finished if _number(r.get("cv_macro_f1")) is None]
+        measured = [r for r in finished if _number(r.get("cv_macro_f1")) is not None]
+        return measured, [r for r in finished if _number(r.get("cv_macro_f1")) is None]
 
     def _anchor_and_challenger(self) -> tuple[dict[str, str] | None, dict[str, str] | None]:
         """(the best row by cv_macro_f1, the best row without one by val_macro_f1); either may be None."""
-        finished = [r for r in self.rows if r["status"] == DONE and _number(r["val_macro_f1"]) is not None]
-        measured = [r for r in finished if _number(r.get("cv_macro_f1")) is not None]
+        measured, val_only = self._finished()
         anchor = max(measured, key=lambda r: _number(r["cv_macro_f1"]), default=None)
-        challenger = max(self._val_only(), key=lambda r: _number(r["val_macro_f1"]), default=None)
+        challenger = max(val_only, key=lambda r: _number(r["val_macro_f1"]), default=None)
         return anchor, challenger
 
 

@@ -749,10 +749,9 @@ class _Search:
         self._finish(entry.candidate, {**entry.scores, "status": status, "note": note, "seconds": entry.seconds},
                      entry.run_dir)
 
-    def _execute(self, candidate: Candidate, work: Callable[[], dict] | None = None) -> None:
+    def _execute(self, candidate: Candidate) -> None:
         """Run `candidate` (claimed) with what is left of the budget (less the test pass's
-        reserve), or `work` for it, and record it: done or pruned with its scores, or failed
-        with the first line of its error."""
+        reserve) and record it: done with its scores, or failed with the first line of its error."""
         from emorec.training.result import TrainingInterrupted
 
         run_dir = self.workspace.run_dir(candidate)
@@ -760,11 +759,8 @@ class _Search:
         failure = None
         try:
             with self.workspace.quiet():
-                if work is None:
-                    allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
-                    row = {**self.runners.run(candidate, allowed), "status": DONE}
-                else:
-                    row = work()
+                allowed = self.budget.share(max(1.0, self.budget.remaining() - self._reserve()))
+                row = {**self.runners.run(candidate, allowed), "status": DONE}
         except TrainingInterrupted:
             raise
         except OutOfBudget as e:  # started, then found the rest would not fit: not run, not failed

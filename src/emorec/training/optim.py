@@ -34,15 +34,17 @@ validation (`steps_per_epoch_only`), OneCycle once per optimiser step.
 `optim.schedule: wsd` is warmup-stable-decay (Hu et al. 2024, "MiniCPM"; Hägele et al. 2024,
 "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"): the same warm-up
 from `lr` to `max_lr` (over `optim.warmup_epochs`, else `pct_start` of the run), the peak held,
-then annealed to `max_lr / final_div_factor` over the last `optim.decay_pct` of the steps. Before its decay the rate does not depend on the run's length, so
-a run cut short (a rung of successive halving) and one trained on see the same rates; a rung's
-score is then a short run of its own, its decay at the rung's end. OneCycle by contrast stretches
-with the length it was planned for.
+then annealed to `max_lr / final_div_factor` over the last `optim.decay_pct` of the steps. Before
+its decay the rate does not depend on the run's length, so a run cut short (a rung of successive
+halving) and one trained on see the same rates; a rung's score is then a short run of its own,
+its decay at the rung's end. OneCycle by contrast stretches with the length it was planned for.
+benchmarks/RESULTS.md measured which ranks fine-tunes better at a rung: OneCycle, on a small test.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
@@ -216,9 +218,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int,
 class WarmupStableDecay(torch.optim.lr_scheduler.LRScheduler):
     """Per optimiser step: linear warm-up from peak / `start_div` over `warmup_steps`, the peak,
     then annealed (cosine or linear, like OneCycle's) over the last `decay_steps` of
-    `total_steps`, reaching peak / `final_div` at the last one. Stepped past its total it stays at the final rate. Like
-    OneCycleLR it keeps `total_steps` in its state, so a resumed run whose length changed is
-    resized the same way."""
+    `total_steps`, reaching peak / `final_div` at the last one; stepped past its total it stays
+    there. Like OneCycleLR it keeps `total_steps` in its state, so a resumed run whose length
+    changed is resized the same way."""
 
     def __init__(self, optimizer, max_lrs: list[float], total_steps: int, *, warmup_steps: int, decay_steps: int,
                  start_div: float, final_div: float, anneal: str = "cos"):
@@ -229,8 +231,6 @@ class WarmupStableDecay(torch.optim.lr_scheduler.LRScheduler):
 
     def factor(self, step: int) -> float:
         """The rate at `step` as a share of the peak."""
-        import math
-
         if step < self.warmup_steps:
             start = 1.0 / self.start_div
             return start + (1.0 - start) * step / self.warmup_steps
