@@ -108,3 +108,19 @@ def live_server(model: Path, *args: str, startup_s: float = 60.0):
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def same_padded_onnx(path: Path, dynamic_size: bool = True) -> Path:
+    """A small ONNX model with TensorFlow-style 'same' padding (timm's Conv2dSame, as in the tf_*
+    backbones): its pad amounts are computed from the input's shape inside the graph. The batch
+    axis is dynamic; height and width too unless `dynamic_size` is False (as `emorec export` does)."""
+    import torch
+    from timm.layers import create_conv2d
+
+    model = torch.nn.Sequential(create_conv2d(3, 8, 3, stride=2, padding="same"), torch.nn.ReLU6(),
+                                create_conv2d(8, 8, 3, stride=2, padding="same", depthwise=True), torch.nn.ReLU6(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    axes = {0: "batch", 2: "h", 3: "w"} if dynamic_size else {0: "batch"}
+    torch.onnx.export(model, (torch.randn(1, 3, 33, 33),), str(path), dynamo=False, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": axes})
+    return path

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from server_models import jpeg_bytes
+from server_models import jpeg_bytes, same_padded_onnx
 
 from emorec.cli import main
 from emorec.errors import EmorecError
@@ -91,20 +91,6 @@ def test_re_exporting_fp32_removes_the_int8_model_of_the_old_weights(quantized_r
 def test_quantize_needs_the_onnx_format():
     with pytest.raises(EmorecError, match="--format onnx"):
         export_run("anything", ("torchscript",), quantize="int8")
-
-
-def same_padded_onnx(path):
-    """A small ONNX model with TensorFlow-style 'same' padding (timm's Conv2dSame, as in the tf_*
-    backbones): its pad amounts are computed from the input's shape inside the graph."""
-    import torch
-    from timm.layers import create_conv2d
-
-    model = torch.nn.Sequential(create_conv2d(3, 8, 3, stride=2, padding="same"), torch.nn.ReLU6(),
-                                create_conv2d(8, 8, 3, stride=2, padding="same", depthwise=True), torch.nn.ReLU6(),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
-    torch.onnx.export(model, (torch.randn(1, 3, 33, 33),), str(path), dynamo=False, input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "batch", 2: "h", 3: "w"}})
-    return path
 
 
 def test_the_padding_arithmetic_of_same_padded_convolutions_is_never_quantized(tmp_path):

@@ -151,6 +151,7 @@ def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, opset: in
     import torch
 
     from emorec.serving.onnx_runtime import OnnxClassifier
+    from emorec.serving.static_pads import fold_static_pads
 
     model = loaded.model.cpu().eval()
     example = torch.from_numpy(batch[:2])
@@ -170,6 +171,7 @@ def export_onnx(loaded, path: Path, batch: np.ndarray, metadata: dict, opset: in
                 "use --format torchscript, or train at the backbone's native image size"
             ) from e
     proto = onnx.load(str(path))
+    fold_static_pads(proto)  # TF 'same' padding as constants: ONNX Runtime then fuses each Pad into its Conv
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)

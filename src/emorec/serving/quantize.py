@@ -7,7 +7,9 @@ accurate where one scale per tensor loses them. Calibration takes the 99.999th p
 activation over a few hundred training images, spread over the split and prepared with the same
 PIL + numpy preprocessing that serving uses, one batch at a time (bounded memory).
 
-The shape arithmetic of TensorFlow-style 'same' padding is never quantized (`padding_arithmetic`):
+TensorFlow-style 'same' padding (timm's tf_* backbones) is folded into constant pads first
+(`static_pads`, as `export` does), so ONNX Runtime fuses each Pad into its Conv. Where it cannot be
+(an image size that varies), its shape arithmetic is never quantized (`padding_arithmetic`):
 rounded pad amounts were what made the built-in faces model agree with fp32 on only 65% of its
 val labels (benchmarks/RESULTS.md, "INT8"). A quantized model is written only when it agrees
 with the fp32 model on the val split: top-1 agreement of at least `MIN_AGREEMENT` and macro-F1
@@ -141,14 +143,19 @@ def quantize_model(fp32_path: Path, out_path: Path, calibration: np.ndarray, fp3
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from emorec.serving.static_pads import fold_static_pads
+
     fp32 = onnx.load(str(fp32_path))
     metadata = {p.key: p.value for p in fp32.metadata_props}
     input_name = fp32.graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="emorec-int8-") as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
+        folded, prepared = Path(scratch) / "folded.onnx", Path(scratch) / "prepared.onnx"
+        fold_static_pads(fp32)  # exports made before the fold was part of `export`
+        onnx.save(fp32, str(folded))
         # Shape inference and graph fusions first, as ONNX Runtime advises: quantization then
-        # sees Conv + BatchNorm folded into one Conv with one per-channel scale.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # sees Conv + BatchNorm folded into one Conv with one per-channel scale (and each
+        # constant Pad folded into its Conv).
+        quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out_path), _calibration_reader(calibration, input_name),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
