@@ -41,9 +41,10 @@ CALIBRATION_IMAGES = 256
 CHECK_IMAGES = 2000  # val images scored by both models, at most
 CALIBRATION_BATCH = 16
 # Tried in turn until the check passes: the share of layers (from the input on) kept in fp32, in
-# small steps because each step costs speed (the faces model, tf_efficientnet_lite0 at 96 px: fully
-# int8 97.0% agreement, 10% 97.9%, 15% 98.05%, 30% 98.7%; at batch 1 on 2 threads 15% ran 1.20-1.70x
-# fp32 over nine processes, median 1.30x, and 30% 1.13-1.19x; benchmarks/RESULTS.md, "INT8").
+# small steps because each step costs speed: the first layers see the highest resolution (the faces
+# model, tf_efficientnet_lite0 at 96 px: fully int8 97.0% agreement, 5% 97.8%, 10% 97.9%, 15%
+# 98.05%; 15% ran 1.68x fp32 at batch 1 and 1.35x at batch 16, median of 5 processes on 2 threads;
+# benchmarks/RESULTS.md, "INT8").
 # Only a leading block is ever kept: a layer kept in fp32 *between* int8 ones is not fp32 at run
 # time, since ONNX Runtime's
 # WeightBiasQuantization rewrite quantizes a Conv's weights per tensor when its input comes from a

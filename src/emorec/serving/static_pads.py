@@ -7,8 +7,8 @@ emorec exports with a fixed image size (only the batch axis is dynamic), so thos
 same on every call. Computed at run time, they cost more than the arithmetic: ONNX Runtime cannot
 fuse a Pad whose amounts are not constant into the Conv after it, so each such Pad runs on its own
 and forces layout changes around it. On the faces model (tf_efficientnet_lite0 at 96 px, batch 16,
-2 threads) the Pads and reorders were 26% of the fp32 run time; folded, the model ran 1.8x faster
-with identical logits (benchmarks/RESULTS.md, "INT8"). No library does this for a graph whose
+2 threads) the Pads and reorders were 26% of the fp32 run time; folded, the model ran 1.7x faster
+(median of 5 processes) with identical logits (benchmarks/RESULTS.md, "INT8"). No library does this for a graph whose
 batch axis stays dynamic (onnx's constant folding stops at the Shape of a dynamic tensor), hence
 this module.
 
