@@ -8,9 +8,9 @@ same on every call. Computed at run time, they cost more than the arithmetic: ON
 fuse a Pad whose amounts are not constant into the Conv after it, so each such Pad runs on its own
 and forces layout changes around it. On the faces model (tf_efficientnet_lite0 at 96 px, batch 16,
 2 threads) the Pads and reorders were 26% of the fp32 run time; folded, the model ran 1.7x faster
-(median of 5 processes) with identical logits (benchmarks/RESULTS.md, "INT8"). No library does this for a graph whose
-batch axis stays dynamic (onnx's constant folding stops at the Shape of a dynamic tensor), hence
-this module.
+(median of 5 processes) with identical logits (benchmarks/RESULTS.md, "INT8"). ONNX Runtime's own
+constant folding leaves these amounts computed (the Shape it starts from reads a tensor whose batch
+axis is dynamic), hence this module, with no new dependency.
 
 Each amount is evaluated by ONNX Runtime at batch 1 and batch 2, and folded only when both agree
 (so a pad that depends on the batch is never frozen); the nodes left without a consumer go.
