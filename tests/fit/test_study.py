@@ -5,6 +5,7 @@ run in rungs the successive-halving pruner can stop; a large val split scores pr
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -189,6 +190,27 @@ def test_on_large_data_the_fine_tunes_run_first_and_one_that_wins_on_val_is_chos
     assert order[:3] == ["test_efficientnet-full-64px", "test_efficientnet-full-96px", "test_efficientnet-full-64px"]
     assert any("logreg" in c for c in order[3:]), "the frozen phase still runs with what is left"
     assert result.best["candidate"] == "test_efficientnet-full-64px" and installed[-1] == result.best["candidate"]
+
+
+def test_fine_tunes_whose_first_rung_does_not_fit_are_skipped_saying_what_it_needs_and_what_the_end_keeps(
+        photos, tmp_path, monkeypatch):
+    """An epoch estimated at 2,000 s cannot fit a 10-minute budget: neither fine-tune runs, and
+    each row says what the rung needs, what the end (test pass, refit) keeps and what was left,
+    so a user can tell why a rung that looks affordable was not started."""
+    import emorec.fit.search as search
+
+    calls: dict[str, list[dict]] = {}
+    spy_runners(monkeypatch, [], fake=forced_rungs({}, calls))
+    monkeypatch.setattr(search.Estimates, "finetune_epoch", lambda self, name: 2000.0)
+    output = tmp_path / "search"
+    fit(photos, output, "10m", BACKBONE, heads=("logreg",), finetune=True, test=False, **TINY)
+
+    rows = [r for r in leaderboard(output) if "-full-" in r["candidate"]]
+    assert len(rows) == 2 and not calls
+    for row in rows:
+        assert row["status"] == "skipped", row
+        assert re.search(r"rung 1 needs ~\d+ s and the end keeps ~\d+ s \(test pass, refit\), \d+ s left$",
+                         row["note"]), row["note"]
 
 
 @pytest.mark.parametrize("best_first_rung, goes_on", [(0.45, False), (0.55, True)])
