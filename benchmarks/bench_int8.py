@@ -12,7 +12,7 @@ windows, one per model; in each fresh process of `--processes` (default 5) a fig
 window and the ratio the median of the pairs' ratios; reported: the median over the processes
 (one process's ratio swung from 1.2x to 1.8x on this shared 2-vCPU machine).
 
-    python benchmarks/bench_int8.py                  # faces and photos (about 4 minutes)
+    python benchmarks/bench_int8.py                  # faces and photos (about 6 minutes)
     python benchmarks/bench_int8.py --models faces
     python benchmarks/bench_int8.py --quick          # faces only, one timing repeat, one process
     python benchmarks/bench_int8.py --models faces --sweep 0,0.05,0.1,0.15,0.2,0.3
