@@ -606,9 +606,10 @@ class _Search:
                 if entry.reported(target):
                     continue
                 cost = (target - entry.epochs_done) * entry.epoch_s
-                if not self.budget.allows(cost + FINETUNE_START_S, self._reserve()):
+                reserve = self._reserve()
+                if not self.budget.allows(cost + FINETUNE_START_S, reserve):
                     note = (f"rung {rung + 1} needs ~{cost + FINETUNE_START_S:.0f} s and the end keeps "
-                            f"~{self._reserve():.0f} s (test pass, refit), {self.budget.remaining():.0f} s left")
+                            f"~{reserve:.0f} s (test pass, refit), {self.budget.remaining():.0f} s left")
                     for rest in live[live.index(entry):]:
                         self._close_finetune(rest, DONE, f"stopped before rung {rung + 1} of {RUNGS} by the "
                                                          f"budget", note)

@@ -87,8 +87,10 @@ def fold_static_pads(model) -> int:
         if np.array_equal(one, two):
             folded[name] = name + _FOLDED_SUFFIX
             graph.initializer.append(numpy_helper.from_array(np.asarray(one, np.int64), folded[name]))
+    rewired = 0
     for node in graph.node:
         if node.op_type == "Pad" and len(node.input) > 1 and node.input[1] in folded:
             node.input[1] = folded[node.input[1]]
+            rewired += 1
     _drop_unused(graph)
-    return sum(1 for node in graph.node if node.op_type == "Pad" and node.input[1].endswith(_FOLDED_SUFFIX))
+    return rewired
