@@ -150,7 +150,7 @@ def test_a_model_that_agrees_only_with_its_first_layers_in_fp32_is_kept_and_says
 
     def record(fp32_path, out_path, calibration, fp32_fraction=0.0):
         tried.append(fp32_fraction)
-        real_quantize(fp32_path, out_path, calibration, fp32_fraction)
+        return real_quantize(fp32_path, out_path, calibration, fp32_fraction)
 
     def fully_int8_disagrees(fp32, int8, arrays, labels):
         figures = real_compare(fp32, int8, arrays, labels)
