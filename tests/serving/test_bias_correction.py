@@ -8,7 +8,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from emorec.serving.bias_correction import correct_int8_bias, int8_weight_error, mean_patch  # noqa: E402
+from emorec.serving.bias_correction import correct_int8_bias, int8_weight_error, patch_sums  # noqa: E402
 
 
 def _outlier_model() -> torch.nn.Module:
@@ -43,7 +43,7 @@ def _run(path, x):
 def test_the_patch_mean_is_what_each_kernel_tap_reads_padding_included():
     x = np.random.default_rng(0).normal(1, 1, (2, 3, 9, 8)).astype(np.float32)
     pads, strides, dilations = [1, 0, 2, 1], [2, 1], [1, 2]
-    sums, count = mean_patch(x, (3, 2), pads, strides, dilations)
+    sums, count = patch_sums(x, (3, 2), pads, strides, dilations)
     padded = torch.nn.functional.pad(torch.from_numpy(x).double(), (pads[1], pads[3], pads[0], pads[2]))
     columns = torch.nn.functional.unfold(padded, (3, 2), dilation=dilations, stride=strides)  # N, C*3*2, L
     assert count == columns.shape[0] * columns.shape[2]
@@ -112,3 +112,21 @@ def test_convolutions_kept_in_fp32_keep_their_bias(tmp_path):
     assert len(convs[2].input) == 3 and convs[2].input[2] in after  # the bias-less Conv got one
     for node in convs:
         np.testing.assert_array_equal(after[node.input[1]], before[node.input[1]])  # weights untouched
+
+
+def test_a_convolution_whose_padding_is_not_in_the_node_is_left_alone():
+    """auto_pad SAME_*: the amounts depend on the input size, so the taps' means are not computed
+    (torch and timm exports write explicit pads; other exporters may not)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 1, (4, 3, 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(np.zeros(4, np.float32), "b")
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["same"], name="same", auto_pad="SAME_UPPER"),
+             helper.make_node("Conv", ["image", "w2", "b2"], ["explicit"], name="explicit", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 8, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("same", "explicit")],
+                              [weight, bias, numpy_helper.from_array(numpy_helper.to_array(weight), "w2"),
+                               numpy_helper.from_array(np.zeros(4, np.float32), "b2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert correct_int8_bias(model, rng.uniform(0, 2, (4, 3, 8, 8)).astype(np.float32)) == ["explicit"]
